@@ -1,0 +1,271 @@
+"""The application: subscriptions, the pool, publishing, and running the workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import asyncpg
+
+from kanthorq import embedded, migrate
+from kanthorq.database import Target, create_pool, parse_dsn, resolve_dsn
+from kanthorq.errors import ConfigError, NotOpen
+from kanthorq.ids import validate_name
+from kanthorq.listener import Listener
+from kanthorq.policies import BackoffFn
+from kanthorq.publisher import Item, Notifier, Publisher, channel
+from kanthorq.store import Registry
+from kanthorq.subscription import DiscardHook, Handler, Subscription, make_subscription
+from kanthorq.worker import ConsumerWorker
+
+logger = logging.getLogger(__name__)
+logger.addHandler(logging.NullHandler())
+
+H = TypeVar("H", bound=Handler)
+DEFAULT_MAX_BODY = 8 * 1024 * 1024
+
+
+class App:
+    """A kanthorq application.
+
+    ``dsn``: a ``postgresql://`` URI; else ``$KANTHORQ_DSN``; else the embedded server.
+    ``stream``: the stream that ``publish`` and ``subscribe`` use when not told otherwise.
+    ``migrate``: apply the schema migrations when the app opens.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        stream: str = "default",
+        migrate: bool = True,
+        pool_size: int = 10,
+        statement_cache_size: int = 100,
+        poll_interval: float = 1.0,
+        shutdown_timeout: float = 30.0,
+        max_body_size: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self._dsn = resolve_dsn(dsn)
+        if self._dsn is not None:
+            parse_dsn(self._dsn)
+        self.stream = validate_name(stream, "stream")
+        self.migrate = migrate
+        for name, value, low in (
+            ("pool_size", pool_size, 1),
+            ("statement_cache_size", statement_cache_size, 0),
+            ("max_body_size", max_body_size, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+        for name, seconds in (("poll_interval", poll_interval), ("shutdown_timeout", shutdown_timeout)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+                raise ConfigError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+        self.pool_size = pool_size
+        self.statement_cache_size = statement_cache_size
+        self.poll_interval = float(poll_interval)
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.max_body_size = max_body_size
+        self._subscriptions: dict[str, Subscription] = {}
+        self._pool: asyncpg.Pool | None = None
+        self._target: Target | None = None
+        self._registry: Registry | None = None
+        self._notifier: Notifier | None = None
+        self._publisher: Publisher | None = None
+        self._opened = 0
+        self._stop: asyncio.Event | None = None
+        self.workers: dict[str, ConsumerWorker] = {}
+        self.listener: Listener | None = None
+
+    # ---- subscriptions --------------------------------------------------------------
+
+    def subscribe(
+        self,
+        subjects: str | Iterable[str],
+        *,
+        consumer: str | None = None,
+        stream: str | None = None,
+        exclude: str | Iterable[str] = (),
+        max_retries: int = 3,
+        backoff: BackoffFn | None = None,
+        concurrency: int = 10,
+        visibility_timeout: float = 300.0,
+        on_discard: DiscardHook | None = None,
+    ) -> Callable[[H], H]:
+        """Register an async handler for the events whose subjects match ``subjects``."""
+
+        def decorator(fn: H) -> H:
+            sub = make_subscription(
+                fn,
+                subjects=subjects,
+                exclude=exclude,
+                consumer=consumer,
+                stream=stream or self.stream,
+                max_retries=max_retries,
+                backoff=backoff,
+                concurrency=concurrency,
+                visibility_timeout=visibility_timeout,
+                on_discard=on_discard,
+            )
+            if sub.name in self._subscriptions:
+                raise ConfigError(
+                    f"consumer {sub.name!r} is already subscribed; give each handler its own "
+                    "consumer name with consumer=..."
+                )
+            self._subscriptions[sub.name] = sub
+            return fn
+
+        return decorator
+
+    @property
+    def subscriptions(self) -> dict[str, Subscription]:
+        return dict(self._subscriptions)
+
+    # ---- the pool -------------------------------------------------------------------
+
+    @property
+    def dsn(self) -> str | None:
+        """The DSN in use (after ``open``, also the embedded server's)."""
+        return self._dsn
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise NotOpen()
+        return self._pool
+
+    async def open(self) -> None:
+        """Open the pool (and apply migrations); nested opens share it."""
+        self._opened += 1
+        if self._pool is not None:
+            return
+        try:
+            if self._dsn is None:
+                self._dsn = await asyncio.to_thread(embedded.start)
+                logger.warning("no DSN given: using the embedded PostgreSQL at %s", self._dsn)
+            self._target = parse_dsn(self._dsn)
+            pool = await create_pool(
+                self._target,
+                min_size=1,
+                max_size=self.pool_size,
+                statement_cache_size=self.statement_cache_size,
+            )
+            if self.migrate:
+                async with pool.acquire() as conn:
+                    await migrate.up(conn)
+        except BaseException:
+            self._opened -= 1
+            raise
+        self._pool = pool
+        self._registry = Registry(pool)
+        self._notifier = Notifier(pool)
+        self._publisher = Publisher(
+            pool, self._registry, self._notifier, max_body_size=self.max_body_size
+        )
+
+    async def close(self) -> None:
+        self._opened = max(self._opened - 1, 0)
+        if self._opened or self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        if self._notifier is not None:
+            await self._notifier.close()
+        await pool.close()
+
+    async def __aenter__(self) -> App:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _require_publisher(self) -> Publisher:
+        if self._publisher is None:
+            raise NotOpen()
+        return self._publisher
+
+    # ---- publishing -----------------------------------------------------------------
+
+    async def publish(
+        self,
+        subject: str,
+        body: Any = b"",
+        *,
+        stream: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> str:
+        """Append one event; return its id. With ``conn=``, it joins that transaction."""
+        return await self._require_publisher().publish(
+            stream or self.stream, subject, body, metadata, conn
+        )
+
+    async def publish_many(
+        self,
+        items: Iterable[Item],
+        *,
+        stream: str | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> list[str]:
+        """Append many events with one COPY; return their ids in order."""
+        return await self._require_publisher().publish_many(stream or self.stream, items, conn)
+
+    # ---- running --------------------------------------------------------------------
+
+    def _selected(self, consumers: Sequence[str] | None) -> list[Subscription]:
+        if not consumers:
+            return list(self._subscriptions.values())
+        unknown = [name for name in consumers if name not in self._subscriptions]
+        if unknown:
+            raise ConfigError(
+                f"unknown consumer(s) {unknown!r}; this app has {sorted(self._subscriptions)!r}"
+            )
+        return [self._subscriptions[name] for name in consumers]
+
+    async def run(self, consumers: Sequence[str] | None = None) -> None:
+        """Run the workers until :meth:`shutdown` or cancellation, then shut down gracefully."""
+        subs = self._selected(consumers)
+        if not subs:
+            raise ConfigError("this app has no subscriptions to run; use @app.subscribe(...)")
+        self._stop = asyncio.Event()
+        async with self:
+            assert self._registry is not None and self._target is not None
+            workers = []
+            for sub in subs:
+                queries = await self._registry.consumer(sub.spec())
+                workers.append(ConsumerWorker(
+                    sub, queries, self.pool,
+                    poll_interval=self.poll_interval, shutdown_timeout=self.shutdown_timeout,
+                ))
+            self.workers = {w.sub.name: w for w in workers}
+            wakers: dict[str, list[Callable[[], None]]] = defaultdict(list)
+            for worker in workers:
+                wakers[channel(worker.queries.stream_id)].append(worker.wake)
+            self.listener = Listener(self._target, wakers, check_interval=self.poll_interval * 5)
+            logger.info("running consumers %s", ", ".join(self.workers))
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self.listener.run)
+                    for worker in workers:
+                        tg.start_soon(worker.run)
+                    await self._stop.wait()
+                    self._stop_all()
+            finally:
+                self._stop_all()
+
+    def _stop_all(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+        for worker in self.workers.values():
+            worker.stop()
+
+    async def shutdown(self) -> None:
+        """Ask :meth:`run` to stop claiming, finish (or hand back) its tasks, and return."""
+        if self._stop is not None:
+            self._stop.set()

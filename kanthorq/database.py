@@ -1,0 +1,104 @@
+"""Where the database is, and connections to it.
+
+The DSN comes from the caller, else ``KANTHORQ_DSN``, else the embedded server. It is
+checked before any connection is tried, and a failed connection names the host.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+
+from kanthorq.errors import ConfigError, ConnectionFailed
+
+ENV_DSN = "KANTHORQ_DSN"
+_SCHEMES = ("postgres", "postgresql")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A checked DSN and the parts of it an error message names (never the password)."""
+
+    dsn: str
+    host: str
+    port: int
+    database: str
+
+    def describe(self) -> str:
+        where = self.host if self.host.startswith("/") else f"{self.host}:{self.port}"
+        return f"{where}/{self.database}"
+
+
+def parse_dsn(dsn: object) -> Target:
+    """Check that ``dsn`` is a PostgreSQL URI and return its parts."""
+    if not isinstance(dsn, str) or not dsn.strip():
+        raise ConfigError(f"DSN must be a non-empty str, got {dsn!r}")
+    try:
+        parts = urlsplit(dsn)
+        port = parts.port or 5432
+    except ValueError as exc:
+        raise ConfigError(f"DSN is not a valid URI: {exc}") from None
+    if parts.scheme not in _SCHEMES:
+        raise ConfigError(
+            f"DSN must start with postgresql:// or postgres://, got {parts.scheme or dsn!r}"
+        )
+    query = parse_qs(parts.query)
+    host = parts.hostname or (query.get("host") or ["localhost"])[0]
+    database = parts.path.lstrip("/") or (query.get("dbname") or [parts.username or ""])[0]
+    return Target(dsn=dsn, host=host, port=port, database=database or "postgres")
+
+
+def resolve_dsn(dsn: str | None) -> str | None:
+    """The DSN to use: the argument, else ``$KANTHORQ_DSN``; None means the embedded server."""
+    if dsn is not None:
+        return dsn
+    return os.environ.get(ENV_DSN) or None
+
+
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    socket.gaierror,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def _failed(target: Target, exc: BaseException) -> ConnectionFailed:
+    reason = str(exc) or type(exc).__name__
+    return ConnectionFailed(f"could not connect to PostgreSQL at {target.describe()}: {reason}")
+
+
+async def connect(target: Target, *, timeout: float = 10.0, **kwargs: Any) -> asyncpg.Connection:
+    """One connection, outside any pool (the listener, migrations, the CLI)."""
+    try:
+        return await asyncpg.connect(target.dsn, timeout=timeout, **kwargs)
+    except _CONNECT_ERRORS as exc:
+        raise _failed(target, exc) from exc
+
+
+async def create_pool(
+    target: Target,
+    *,
+    min_size: int,
+    max_size: int,
+    statement_cache_size: int,
+    timeout: float = 10.0,
+) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            target.dsn,
+            min_size=min_size,
+            max_size=max_size,
+            statement_cache_size=statement_cache_size,
+            timeout=timeout,
+        )
+    except _CONNECT_ERRORS as exc:
+        raise _failed(target, exc) from exc
+    assert pool is not None
+    return pool

@@ -1,0 +1,46 @@
+"""What the storage holds: events, tasks and their states."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import msgspec
+
+
+class TaskState(enum.IntEnum):
+    """Task states; the codes are part of the storage contract."""
+
+    DISCARDED = -102
+    CANCELLED = -101
+    PENDING = 0
+    AVAILABLE = 1
+    RUNNING = 2
+    COMPLETED = 101
+    RETRYABLE = 102
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One event of a stream. To publish one, leave ``id`` empty: the publisher fills it."""
+
+    subject: str
+    body: bytes = b""
+    id: str = ""
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    created_at: int = 0
+
+
+class Task(msgspec.Struct, kw_only=True):
+    """One consumer's task for an event, as it was when the worker claimed it."""
+
+    event_id: str
+    subject: str
+    state: TaskState
+    schedule_at: int
+    finalized_at: int
+    attempt_count: int
+    attempted_at: int
+    attempted_error: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    created_at: int
+    updated_at: int

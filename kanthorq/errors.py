@@ -1,0 +1,68 @@
+"""Every error kanthorq raises derives from :class:`KanthorQError`.
+
+The docstring of each class is its default message.
+"""
+
+from __future__ import annotations
+
+
+class KanthorQError(Exception):
+    """kanthorq failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class InvalidSubject(KanthorQError, ValueError):
+    """The subject or subject filter is not valid."""
+
+
+class InvalidName(KanthorQError, ValueError):
+    """The stream or consumer name is not valid."""
+
+
+class InvalidPayload(KanthorQError, ValueError):
+    """The event body or metadata cannot be stored."""
+
+
+class PayloadTooLarge(InvalidPayload):
+    """The event body is larger than the configured maximum."""
+
+
+class ConfigError(KanthorQError, ValueError):
+    """The configuration is not valid."""
+
+
+class ConnectionFailed(KanthorQError):
+    """Could not connect to PostgreSQL."""
+
+
+class EmbeddedUnavailable(KanthorQError):
+    """No DSN was given and the embedded PostgreSQL server is not installed."""
+
+
+class ConsumerConflict(KanthorQError):
+    """A consumer with this name already exists on another stream."""
+
+
+class NotOpen(KanthorQError):
+    """The app is not open: use `async with app:` or `await app.run()` first."""
+
+
+class Retry(KanthorQError):  # noqa: N818 - raised by handlers, read as a verb
+    """The handler asked for the task to be retried later."""
+
+    def __init__(self, delay: float | None = None, reason: str | None = None) -> None:
+        if delay is not None and not delay >= 0:
+            raise ConfigError(f"Retry(delay=...) must be a number of seconds >= 0, got {delay!r}")
+        self.delay = delay
+        self.reason = reason
+        super().__init__(reason or "retry requested by the handler")
+
+
+class Discard(KanthorQError):  # noqa: N818 - raised by handlers, read as a verb
+    """The handler asked for the task to be discarded."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(reason or "discarded by the handler")

@@ -1,0 +1,79 @@
+"""What a handler receives: the event, its task, and explicit acknowledgement."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Protocol, TypeVar
+
+import asyncpg
+import msgspec
+
+from kanthorq.entities import Event, Task
+
+T = TypeVar("T")
+
+
+class Outcome(enum.Enum):
+    ACK = "ack"
+    NACK = "nack"
+    CANCEL = "cancel"
+
+
+class Settler(Protocol):
+    """The worker side of a message: applies an outcome, fenced on the claimed attempt."""
+
+    async def settle(
+        self, msg: Message, outcome: Outcome, reason: str | None, conn: asyncpg.Connection | None
+    ) -> bool: ...
+
+
+class Message:
+    """One claimed task and its event, handed to a handler.
+
+    ``ack``, ``nack`` and ``cancel`` are safe to call twice: only the first call acts. With
+    ``conn=`` (an asyncpg connection in a transaction) the change joins that transaction, so
+    the handler's own writes and the task's completion commit together. Each returns whether
+    the task changed (False when the attempt is stale: the task was rescued meanwhile).
+    """
+
+    __slots__ = ("_settler", "event", "settled", "task")
+
+    def __init__(self, event: Event, task: Task, settler: Settler) -> None:
+        self.event = event
+        self.task = task
+        self.settled: Outcome | None = None
+        self._settler = settler
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(event_id={self.event.id!r}, subject={self.event.subject!r}, "
+            f"attempt={self.task.attempt_count})"
+        )
+
+    def json(self) -> Any:
+        """The body decoded from JSON."""
+        return msgspec.json.decode(self.event.body)
+
+    def decode(self, type: type[T]) -> T:  # noqa: A002 - mirrors msgspec's own argument name
+        """The body decoded from JSON into ``type`` (a msgspec.Struct, a dataclass, ...)."""
+        return msgspec.json.decode(self.event.body, type=type)
+
+    async def _settle(
+        self, outcome: Outcome, reason: str | None, conn: asyncpg.Connection | None
+    ) -> bool:
+        if self.settled is not None:
+            return False
+        self.settled = outcome
+        return await self._settler.settle(self, outcome, reason, conn)
+
+    async def ack(self, conn: asyncpg.Connection | None = None) -> bool:
+        """Complete the task now, instead of when the handler returns."""
+        return await self._settle(Outcome.ACK, None, conn)
+
+    async def nack(self, reason: str = "nacked", conn: asyncpg.Connection | None = None) -> bool:
+        """Fail this attempt: retry with the consumer's backoff, or discard when used up."""
+        return await self._settle(Outcome.NACK, reason, conn)
+
+    async def cancel(self, conn: asyncpg.Connection | None = None) -> bool:
+        """Cancel the task: it will not run again unless a person resumes it."""
+        return await self._settle(Outcome.CANCEL, None, conn)

@@ -1,0 +1,73 @@
+"""Check and encode event bodies and metadata before any SQL runs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from kanthorq.errors import InvalidPayload, PayloadTooLarge
+
+MAX_METADATA_DEPTH = 32
+_encoder = msgspec.json.Encoder()
+
+
+def encode_body(body: object, max_size: int) -> bytes:
+    """``bytes`` are kept as they are; anything else is encoded to JSON with msgspec."""
+    if isinstance(body, bytes):
+        data = body
+    elif isinstance(body, bytearray | memoryview):
+        data = bytes(body)
+    else:
+        try:
+            data = _encoder.encode(body)
+        except (TypeError, ValueError, msgspec.EncodeError, RecursionError) as exc:
+            raise InvalidPayload(
+                f"body of type {type(body).__name__} cannot be encoded to JSON: {exc}"
+            ) from None
+    if len(data) > max_size:
+        raise PayloadTooLarge(f"body is {len(data)} bytes, more than the maximum of {max_size}")
+    return data
+
+
+def _check_str(value: str, where: str) -> None:
+    if "\x00" in value:
+        raise InvalidPayload(f"metadata {where} contains a NUL character (\\u0000)")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise InvalidPayload(f"metadata {where} contains a lone surrogate")
+
+
+def _check_value(value: Any, where: str, depth: int) -> None:
+    if depth > MAX_METADATA_DEPTH:
+        raise InvalidPayload(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, str):
+        _check_str(value, where)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidPayload(f"metadata {where} is {value!r}, which JSON cannot hold")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidPayload(f"metadata key {key!r} at {where} is not a str")
+            _check_str(key, f"key {key!r}")
+            _check_value(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_value(item, f"{where}[{index}]", depth + 1)
+    elif value is not None and not isinstance(value, bool | int | float):
+        raise InvalidPayload(
+            f"metadata {where} is a {type(value).__name__}; use JSON values "
+            "(str, int, float, bool, None, list, dict)"
+        )
+
+
+def encode_metadata(metadata: object) -> str:
+    """Metadata must be a JSON object that PostgreSQL's jsonb can hold."""
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, dict):
+        raise InvalidPayload(f"metadata must be a dict (a JSON object), got {type(metadata).__name__}")
+    if not metadata:
+        return "{}"
+    _check_value(metadata, "$", 0)
+    return _encoder.encode(metadata).decode()

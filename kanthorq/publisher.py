@@ -1,0 +1,149 @@
+"""Publishing: check and encode first, then one INSERT or one COPY, then a notification.
+
+A publish the publisher owns notifies after its commit, coalesced to at most one
+notification per stream per ``window`` seconds per process, so notifications never hold
+the commit lock of the publishing transaction. A publish in the caller's transaction
+(``conn=``) notifies inside it: PostgreSQL delivers that only if the transaction commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from kanthorq.entities import Event
+from kanthorq.errors import InvalidPayload
+from kanthorq.ids import new_id, now_ms, table_name, validate_name
+from kanthorq.payloads import encode_body, encode_metadata
+from kanthorq.sqlfiles import render
+from kanthorq.store import Registry, StreamRef
+from kanthorq.subjects import validate_subject
+
+logger = logging.getLogger(__name__)
+
+Item: TypeAlias = tuple[str, Any] | tuple[str, Any, dict[str, Any] | None] | Event
+Row: TypeAlias = tuple[str, str, bytes, str, int]
+_COLUMNS = ("id", "subject", "body", "metadata", "created_at")
+_NOTIFY = "SELECT pg_notify($1, '')"
+
+
+def channel(stream_id: str) -> str:
+    """The LISTEN/NOTIFY channel of a stream, named from its id like its table."""
+    return table_name(stream_id)
+
+
+class Notifier:
+    """Coalesced after-commit notifications, sent from the background."""
+
+    def __init__(self, pool: asyncpg.Pool, window: float = 0.005) -> None:
+        self._pool = pool
+        self._window = window
+        self._last: dict[str, float] = {}
+        self._pending: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def notify(self, stream_id: str) -> None:
+        if stream_id in self._pending:
+            return
+        self._pending.add(stream_id)
+        delay = self._last.get(stream_id, 0.0) + self._window - time.monotonic()
+        task = asyncio.get_running_loop().create_task(self._send(stream_id, max(delay, 0.0)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, stream_id: str, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        self._pending.discard(stream_id)
+        self._last[stream_id] = time.monotonic()
+        try:
+            await self._pool.execute(_NOTIFY, channel(stream_id))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # a lost wake-up only costs latency: the workers' poll finds the events
+            logger.warning("could not notify stream %s: %s", stream_id, exc)
+
+    async def close(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _row(subject: object, body: object, metadata: object, max_body: int) -> Row:
+    return (
+        new_id("event"),
+        validate_subject(subject),
+        encode_body(body, max_body),
+        encode_metadata(metadata),
+        now_ms(),
+    )
+
+
+def _item_row(item: object, max_body: int) -> Row:
+    if isinstance(item, Event):
+        if item.id:
+            raise InvalidPayload("publish_many takes Events without an id; the publisher makes it")
+        return _row(item.subject, item.body, item.metadata, max_body)
+    if isinstance(item, tuple) and len(item) in (2, 3):
+        return _row(item[0], item[1], item[2] if len(item) == 3 else None, max_body)
+    raise InvalidPayload(
+        "publish_many items must be (subject, body), (subject, body, metadata) or "
+        f"kanthorq.Event, got {type(item).__name__}"
+    )
+
+
+class Publisher:
+    def __init__(
+        self, pool: asyncpg.Pool, registry: Registry, notifier: Notifier, *, max_body_size: int
+    ) -> None:
+        self._pool = pool
+        self._registry = registry
+        self._notifier = notifier
+        self._max_body = max_body_size
+
+    async def _stream(self, name: str) -> StreamRef:
+        return await self._registry.stream(validate_name(name, "stream"))
+
+    async def publish(
+        self,
+        stream: str,
+        subject: str,
+        body: object,
+        metadata: dict[str, Any] | None,
+        conn: asyncpg.Connection | None,
+    ) -> str:
+        validate_name(stream, "stream")
+        row = _row(subject, body, metadata, self._max_body)
+        ref = await self._stream(stream)
+        sql = render("publish_one", stream_id=ref.id)
+        if conn is None:
+            await self._pool.execute(sql, *row)
+            self._notifier.notify(ref.id)
+        else:
+            await conn.execute(sql, *row)
+            await conn.execute(_NOTIFY, channel(ref.id))
+        return row[0]
+
+    async def publish_many(
+        self, stream: str, items: Iterable[Item], conn: asyncpg.Connection | None
+    ) -> list[str]:
+        validate_name(stream, "stream")
+        rows = [_item_row(item, self._max_body) for item in items]
+        if not rows:
+            return []
+        ref = await self._stream(stream)
+        if conn is None:
+            async with self._pool.acquire() as own:
+                await self._copy(own, ref, rows)
+            self._notifier.notify(ref.id)
+        else:
+            await self._copy(conn, ref, rows)
+            await conn.execute(_NOTIFY, channel(ref.id))
+        return [row[0] for row in rows]
+
+    @staticmethod
+    async def _copy(conn: asyncpg.Connection, ref: StreamRef, rows: Sequence[Row]) -> None:
+        await conn.copy_records_to_table(table_name(ref.id), records=rows, columns=_COLUMNS)

@@ -1,0 +1,200 @@
+"""All SQL access: registries, conversion, claims and task transitions.
+
+Statements come from ``sql/queries``; table names come from ids and are quoted by
+:mod:`kanthorq.sqlfiles`. Every transition of a running task is fenced on its state and on
+the attempt its claim counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import msgspec
+
+from kanthorq.entities import Event, Task, TaskState
+from kanthorq.errors import ConsumerConflict
+from kanthorq.ids import event_id_at, new_id
+from kanthorq.sqlfiles import load, render
+
+Executor = asyncpg.Connection | asyncpg.Pool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRef:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    name: str
+    stream: str
+    includes: tuple[str, ...]
+    excludes: tuple[str, ...]
+    attempt_max: int
+    visibility_timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Converted:
+    scanned: int
+    inserted: int
+    locked: bool
+    waiting: bool
+
+
+class Registry:
+    """Streams and consumers: created when first used, cached per process."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._streams: dict[str, StreamRef] = {}
+
+    def forget(self) -> None:
+        self._streams.clear()
+
+    async def stream(self, name: str) -> StreamRef:
+        """The stream called ``name``, created with its table if it does not exist yet."""
+        known = self._streams.get(name)
+        if known is not None:
+            return known
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(load("stream_get"), name)
+            if row is None or not row["ready"]:
+                async with conn.transaction():
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext($1))", f"kanthorq.stream.{name}"
+                    )
+                    row = await conn.fetchrow(load("stream_register"), new_id("stream"), name)
+                    assert row is not None
+                    await conn.execute(render("stream_table", stream_id=row["id"]))
+        ref = StreamRef(id=row["id"], name=name)
+        self._streams[name] = ref
+        return ref
+
+    async def consumer(self, spec: ConsumerSpec) -> ConsumerQueries:
+        """Register (or update) a consumer and create its task table."""
+        stream = await self.stream(spec.stream)
+        created = await self._pool.fetchval(
+            "SELECT created_at FROM kanthorq_stream_registry WHERE id = $1", stream.id
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"kanthorq.consumer.{spec.name}"
+            )
+            row = await conn.fetchrow(
+                load("consumer_register"),
+                stream.id,
+                stream.name,
+                new_id("consumer"),
+                spec.name,
+                list(spec.includes),
+                list(spec.excludes),
+                event_id_at(created or 0),
+                spec.attempt_max,
+                spec.visibility_timeout_ms,
+            )
+            if row is None:
+                other = await conn.fetchrow(load("consumer_get"), spec.name)
+                raise ConsumerConflict(
+                    f"consumer {spec.name!r} already exists on stream "
+                    f"{other['stream_name'] if other else '?'!r}, not on {spec.stream!r}; "
+                    "pick another consumer name"
+                )
+            await conn.execute(render("task_table", consumer_id=row["id"]))
+        return ConsumerQueries(spec.name, stream.id, row["id"])
+
+
+def _errors(raw: Sequence[str] | None) -> list[dict[str, object]]:
+    return [msgspec.json.decode(item) for item in raw or ()]
+
+
+class Claimed(msgspec.Struct, frozen=True):
+    """A claimed task with its event; ``event`` is None when the event no longer exists."""
+
+    task: Task
+    event: Event | None
+
+
+def _claimed(row: asyncpg.Record) -> Claimed:
+    task = Task(
+        event_id=row["event_id"],
+        subject=row["subject"],
+        state=TaskState(row["state"]),
+        schedule_at=row["schedule_at"],
+        finalized_at=row["finalized_at"],
+        attempt_count=row["attempt_count"],
+        attempted_at=row["attempted_at"],
+        attempted_error=_errors(row["attempted_error"]),
+        metadata=msgspec.json.decode(row["metadata"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+    if not row["found"]:
+        return Claimed(task, None)
+    event = Event(
+        id=row["event_id"],
+        subject=row["subject"],
+        body=row["body"] or b"",
+        metadata=msgspec.json.decode(row["event_metadata"]),
+        created_at=row["event_created_at"],
+    )
+    return Claimed(task, event)
+
+
+class ConsumerQueries:
+    """The statements of one consumer, rendered once for its stream and task tables."""
+
+    def __init__(self, name: str, stream_id: str, consumer_id: str) -> None:
+        self.name = name
+        self.stream_id = stream_id
+        self.consumer_id = consumer_id
+        ids = {"stream_id": stream_id, "consumer_id": consumer_id}
+        self._convert = render("convert", **ids)
+        self._claim = render("claim", **ids)
+        self._complete = render("complete", consumer_id=consumer_id)
+        self._fail = render("fail", consumer_id=consumer_id)
+        self._cancel = render("cancel", consumer_id=consumer_id)
+        self._hand_back = render("hand_back", consumer_id=consumer_id)
+        self._rescue = render("rescue", consumer_id=consumer_id)
+        self._next_due = render("next_due", consumer_id=consumer_id)
+
+    async def convert(self, db: Executor, limit: int) -> Converted:
+        row = await db.fetchrow(self._convert, self.name, limit)
+        assert row is not None
+        return Converted(row["scanned"], row["inserted"], row["locked"], row["waiting"])
+
+    async def claim(self, db: Executor, limit: int) -> list[Claimed]:
+        return [_claimed(row) for row in await db.fetch(self._claim, limit)]
+
+    async def complete(self, db: Executor, ids: Sequence[str], attempts: Sequence[int]) -> set[str]:
+        rows = await db.fetch(self._complete, ids, attempts)
+        return {row["event_id"] for row in rows}
+
+    async def fail(
+        self, db: Executor, event_id: str, attempt: int, *, discard: bool, delay_ms: int, error: bytes
+    ) -> bool:
+        state = TaskState.DISCARDED if discard else TaskState.RETRYABLE
+        row = await db.fetchrow(
+            self._fail, event_id, attempt, int(state), delay_ms, error.decode()
+        )
+        return row is not None
+
+    async def cancel(self, db: Executor, event_id: str, attempt: int) -> bool:
+        return await db.fetchrow(self._cancel, event_id, attempt) is not None
+
+    async def hand_back(
+        self, db: Executor, ids: Sequence[str], attempts: Sequence[int], error: bytes
+    ) -> set[str]:
+        rows = await db.fetch(self._hand_back, ids, attempts, error.decode())
+        return {row["event_id"] for row in rows}
+
+    async def rescue(self, db: Executor, attempt_max: int, visibility_timeout_ms: int) -> int:
+        rows = await db.fetch(self._rescue, attempt_max, visibility_timeout_ms)
+        return len(rows)
+
+    async def next_due(self, db: Executor) -> int | None:
+        value = await db.fetchval(self._next_due)
+        return None if value is None else int(value)

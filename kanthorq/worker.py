@@ -1,0 +1,331 @@
+"""The worker of one consumer: convert events into tasks, claim, run handlers, settle.
+
+It never claims more than its free handler slots, wakes on notifications (``wake``), on
+its own timers (next scheduled task, a converter that was busy) and on a slow poll that
+also rescues tasks past their visibility timeout. Database errors are logged and retried
+with a capped backoff; the loop only ends on :meth:`stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+
+import anyio
+import asyncpg
+import msgspec
+
+from kanthorq.completer import Completer
+from kanthorq.entities import Event
+from kanthorq.errors import Discard, Retry
+from kanthorq.ids import now_ms
+from kanthorq.message import Message, Outcome
+from kanthorq.policies import delay_for
+from kanthorq.store import Claimed, ConsumerQueries
+from kanthorq.subscription import Subscription
+
+logger = logging.getLogger(__name__)
+
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+CONVERT_BATCH = 1000
+CLAIM_BATCH = 100
+SOON = 0.02  # another converter held the consumer, or events wait for an older transaction
+MAX_ERROR_BACKOFF = 5.0
+
+
+def error_record(attempt: int, exc: BaseException, *, with_traceback: bool = True) -> bytes:
+    record: dict[str, object] = {
+        "at": now_ms(),
+        "attempt": attempt,
+        "error": f"{type(exc).__name__}: {exc}",
+    }
+    if with_traceback:
+        record["traceback"] = "".join(traceback.format_exception(exc))
+    return msgspec.json.encode(record)
+
+
+class ConsumerWorker:
+    def __init__(
+        self,
+        sub: Subscription,
+        queries: ConsumerQueries,
+        pool: asyncpg.Pool,
+        *,
+        poll_interval: float,
+        shutdown_timeout: float,
+    ) -> None:
+        self.sub = sub
+        self.queries = queries
+        self._pool = pool
+        self._poll = poll_interval
+        self._shutdown_timeout = shutdown_timeout
+        self._completer = Completer(queries, pool)
+        self._signal = asyncio.Event()  # wakes the loop's sleep: a step is due, or a timer moved
+        self._woken = False  # a step is due now
+        self._stopping = asyncio.Event()
+        self._running: dict[asyncio.Task[None], Message] = {}
+        self._convert_due = True
+        self._more = False
+        self._next_poll = 0.0
+        self._next_timer = 0.0
+        self._error_backoff = 0.0
+
+    # ---- signals from outside -------------------------------------------------------
+
+    def wake(self) -> None:
+        """New events may be in the stream (a notification, or the listener reconnected)."""
+        self._convert_due = True
+        self._woken = True
+        self._signal.set()
+
+    def stop(self) -> None:
+        """Stop claiming; :meth:`run` then drains the running handlers and returns."""
+        self._stopping.set()
+        self._signal.set()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    # ---- the loop -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._step()
+                    self._error_backoff = 0.0
+                except DB_ERRORS as exc:
+                    self._error_backoff = min(max(self._error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
+                    logger.warning(
+                        "consumer %s: database error, retrying in %.1fs: %s",
+                        self.sub.name,
+                        self._error_backoff,
+                        exc,
+                    )
+                    self._next_timer = time.monotonic() + self._error_backoff
+                    self._convert_due = True
+                await self._sleep()
+        finally:
+            with anyio.CancelScope(shield=True):  # cancelled or not, shut down gracefully
+                await self._drain()
+
+    async def _step(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_poll:
+            self._next_poll = now + self._poll
+            self._convert_due = True
+            await self._rescue()
+        if now >= self._next_timer and self._next_timer:
+            self._next_timer = 0.0
+            self._convert_due = True
+        if self._convert_due:
+            self._convert_due = False
+            await self._convert()
+        await self._fill()
+
+    async def _sleep(self) -> None:
+        while not self._stopping.is_set() and not self._woken:
+            deadline = min(self._next_poll, self._next_timer or self._next_poll)
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            self._signal.clear()
+            try:
+                await asyncio.wait_for(self._signal.wait(), timeout)
+            except TimeoutError:
+                break
+        self._woken = False
+
+    def _step_now(self) -> None:
+        self._woken = True
+        self._signal.set()
+
+    def _soon(self, delay: float) -> None:
+        at = time.monotonic() + delay
+        if not self._next_timer or at < self._next_timer:
+            self._next_timer = at
+            self._signal.set()
+
+    async def _rescue(self) -> None:
+        rescued = await self.queries.rescue(
+            self._pool, self.sub.attempt_max, round(self.sub.visibility_timeout * 1000)
+        )
+        if rescued:
+            logger.warning("consumer %s: rescued %d tasks past their visibility timeout",
+                           self.sub.name, rescued)
+
+    async def _convert(self) -> None:
+        while True:
+            result = await self.queries.convert(self._pool, CONVERT_BATCH)
+            if not result.locked:
+                self._soon(SOON)  # another worker converts; look again shortly
+                return
+            if result.scanned < CONVERT_BATCH:
+                if result.waiting:
+                    self._soon(SOON)
+                return
+
+    async def _fill(self) -> None:
+        free = self.sub.concurrency - len(self._running)
+        if free <= 0 or self._stopping.is_set():
+            return
+        want = min(free, CLAIM_BATCH)
+        claimed = await self.queries.claim(self._pool, want)
+        for item in claimed:
+            self._start(item)
+        self._more = len(claimed) == want
+        if self._more:
+            if len(self._running) < self.sub.concurrency:
+                self._step_now()
+            return
+        due = await self.queries.next_due(self._pool)
+        if due is not None:
+            self._soon(min(max((due - now_ms()) / 1000, SOON), self._poll))
+
+    def _start(self, item: Claimed) -> None:
+        msg = Message(item.event or _missing(item), item.task, self)
+        task = asyncio.get_running_loop().create_task(self._execute(item, msg))
+        self._running[task] = msg
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        if self._more:
+            self._step_now()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("consumer %s: handler wrapper failed", self.sub.name,
+                         exc_info=task.exception())
+
+    # ---- running one handler --------------------------------------------------------
+
+    async def _execute(self, item: Claimed, msg: Message) -> None:
+        try:
+            if item.event is None:
+                raise Discard("the event of this task no longer exists in its stream")
+            arg = msg if self.sub.decode_as is None else msg.decode(self.sub.decode_as)
+            await self.sub.handler(arg)
+        except Retry as exc:
+            await self._failed(msg, exc, delay=exc.delay)
+        except Discard as exc:
+            await self._failed(msg, exc, discard=True)
+        except Exception as exc:
+            await self._failed(msg, exc)
+        else:
+            if msg.settled is None:
+                msg.settled = Outcome.ACK
+                self._completer.add(msg.task.event_id, msg.task.attempt_count)
+
+    async def _failed(
+        self,
+        msg: Message,
+        exc: BaseException,
+        *,
+        delay: float | None = None,
+        discard: bool = False,
+        conn: asyncpg.Connection | None = None,
+    ) -> bool:
+        if msg.settled is not None and conn is None and msg.settled is not Outcome.NACK:
+            logger.warning("consumer %s: task %s failed after it was settled (%s): %s",
+                           self.sub.name, msg.task.event_id, msg.settled.value, exc)
+            return False
+        msg.settled = Outcome.NACK
+        attempt = msg.task.attempt_count
+        discard = discard or attempt >= self.sub.attempt_max
+        seconds = 0.0 if discard else (delay if delay is not None else delay_for(self.sub.backoff, attempt))
+        try:
+            changed = await self.queries.fail(
+                conn or self._pool,
+                msg.task.event_id,
+                attempt,
+                discard=discard,
+                delay_ms=round(seconds * 1000),
+                error=error_record(attempt, exc),
+            )
+        except DB_ERRORS as db_exc:
+            logger.warning("consumer %s: could not record the failure of %s: %s",
+                           self.sub.name, msg.task.event_id, db_exc)
+            return False
+        if not changed:
+            logger.warning("consumer %s: stale failure ignored for task %s attempt %d",
+                           self.sub.name, msg.task.event_id, attempt)
+        elif discard:
+            await self._discarded(msg, exc)
+        else:
+            self._soon(max(seconds, SOON))
+        return changed
+
+    async def _discarded(self, msg: Message, exc: BaseException) -> None:
+        logger.warning("consumer %s: task %s discarded after %d attempts: %s",
+                       self.sub.name, msg.task.event_id, msg.task.attempt_count, exc)
+        if self.sub.on_discard is None:
+            return
+        try:
+            await self.sub.on_discard(msg, exc)
+        except Exception:
+            logger.exception("consumer %s: on_discard hook failed", self.sub.name)
+
+    async def settle(
+        self, msg: Message, outcome: Outcome, reason: str | None, conn: asyncpg.Connection | None
+    ) -> bool:
+        """Explicit ack, nack or cancel from a handler (see :class:`Message`)."""
+        if outcome is Outcome.NACK:
+            msg.settled = None
+            return await self._failed(msg, Retry(reason=reason), conn=conn)
+        if outcome is Outcome.CANCEL:
+            changed = await self.queries.cancel(conn or self._pool, msg.task.event_id,
+                                                msg.task.attempt_count)
+        elif conn is not None:
+            changed = bool(await self.queries.complete(conn, [msg.task.event_id],
+                                                       [msg.task.attempt_count]))
+        else:
+            changed = await self._completer.add(msg.task.event_id, msg.task.attempt_count)
+        if not changed:
+            logger.warning("consumer %s: stale %s ignored for task %s attempt %d", self.sub.name,
+                           outcome.value, msg.task.event_id, msg.task.attempt_count)
+        return changed
+
+    # ---- shutdown -------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        if self._running:
+            logger.info("consumer %s: waiting up to %.1fs for %d running handlers",
+                        self.sub.name, self._shutdown_timeout, len(self._running))
+            await asyncio.wait(list(self._running), timeout=self._shutdown_timeout)
+        leftover = dict(self._running)
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            await asyncio.wait(list(leftover))
+            await self._hand_back(list(leftover.values()))
+        await self._completer.close()
+
+    async def _hand_back(self, messages: list[Message]) -> None:
+        unsettled = [m for m in messages if m.settled is None]
+        if not unsettled:
+            return
+        error = error_record(0, RuntimeError("interrupted by a worker shutdown"),
+                             with_traceback=False)
+        try:
+            handed = await self.queries.hand_back(
+                self._pool,
+                [m.task.event_id for m in unsettled],
+                [m.task.attempt_count for m in unsettled],
+                error,
+            )
+        except DB_ERRORS as exc:
+            logger.warning("consumer %s: could not hand back %d tasks (they return after the "
+                           "visibility timeout): %s", self.sub.name, len(unsettled), exc)
+            return
+        logger.info("consumer %s: handed back %d running tasks", self.sub.name, len(handed))
+
+
+def _missing(item: Claimed) -> Event:
+    return Event(id=item.task.event_id, subject=item.task.subject, body=b"")

@@ -1,0 +1,7 @@
+-- Complete running tasks in a batch: $1 event ids, $2 the attempt each claim counted.
+-- Returns the ids that changed; a stale attempt (rescued and claimed again) changes nothing.
+UPDATE {{tasks}} AS t
+SET state = 101, finalized_at = kanthorq_now_ms(), updated_at = kanthorq_now_ms()
+FROM unnest($1::TEXT[], $2::INT[]) AS a(event_id, attempt)
+WHERE t.event_id = a.event_id AND t.state = 2 AND t.attempt_count = a.attempt
+RETURNING t.event_id

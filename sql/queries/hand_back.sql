@@ -1,0 +1,11 @@
+-- Shutdown: give running tasks back for another worker at once. The interrupted attempt is
+-- not counted, and the interruption is recorded. $1 event ids, $2 attempts, $3 error record.
+UPDATE {{tasks}} AS t
+SET state = 102,
+    schedule_at = kanthorq_now_ms(),
+    attempt_count = t.attempt_count - 1,
+    attempted_error = array_append(t.attempted_error, $3::JSONB),
+    updated_at = kanthorq_now_ms()
+FROM unnest($1::TEXT[], $2::INT[]) AS a(event_id, attempt)
+WHERE t.event_id = a.event_id AND t.state = 2 AND t.attempt_count = a.attempt
+RETURNING t.event_id
