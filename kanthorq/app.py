@@ -13,7 +13,7 @@ import anyio
 import asyncpg
 
 from kanthorq import embedded, migrate
-from kanthorq.database import Target, create_pool, parse_dsn, resolve_dsn
+from kanthorq.database import Conn, Target, create_pool, parse_dsn, resolve_dsn
 from kanthorq.errors import ConfigError, NotOpen
 from kanthorq.ids import validate_name
 from kanthorq.listener import Listener
@@ -62,7 +62,10 @@ class App:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
-        for name, seconds in (("poll_interval", poll_interval), ("shutdown_timeout", shutdown_timeout)):
+        for name, seconds in (
+            ("poll_interval", poll_interval),
+            ("shutdown_timeout", shutdown_timeout),
+        ):
             if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
                 raise ConfigError(f"{name} must be a number of seconds > 0, got {seconds!r}")
         self.pool_size = pool_size
@@ -181,7 +184,10 @@ class App:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 
@@ -199,7 +205,7 @@ class App:
         *,
         stream: str | None = None,
         metadata: dict[str, Any] | None = None,
-        conn: asyncpg.Connection | None = None,
+        conn: Conn | None = None,
     ) -> str:
         """Append one event; return its id. With ``conn=``, it joins that transaction."""
         return await self._require_publisher().publish(
@@ -211,7 +217,7 @@ class App:
         items: Iterable[Item],
         *,
         stream: str | None = None,
-        conn: asyncpg.Connection | None = None,
+        conn: Conn | None = None,
     ) -> list[str]:
         """Append many events with one COPY; return their ids in order."""
         return await self._require_publisher().publish_many(stream or self.stream, items, conn)
@@ -235,14 +241,20 @@ class App:
             raise ConfigError("this app has no subscriptions to run; use @app.subscribe(...)")
         self._stop = asyncio.Event()
         async with self:
-            assert self._registry is not None and self._target is not None
+            assert self._registry is not None
+            assert self._target is not None
             workers = []
             for sub in subs:
                 queries = await self._registry.consumer(sub.spec())
-                workers.append(ConsumerWorker(
-                    sub, queries, self.pool,
-                    poll_interval=self.poll_interval, shutdown_timeout=self.shutdown_timeout,
-                ))
+                workers.append(
+                    ConsumerWorker(
+                        sub,
+                        queries,
+                        self.pool,
+                        poll_interval=self.poll_interval,
+                        shutdown_timeout=self.shutdown_timeout,
+                    )
+                )
             self.workers = {w.sub.name: w for w in workers}
             wakers: dict[str, list[Callable[[], None]]] = defaultdict(list)
             for worker in workers:

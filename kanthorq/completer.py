@@ -71,9 +71,7 @@ class Completer:
             for key, future in batch.items():
                 self._pending.setdefault(key, future)
             if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(
-                    _RETRY_AFTER, self._start_flush
-                )
+                self._timer = asyncio.get_running_loop().call_later(_RETRY_AFTER, self._start_flush)
             return
         for (event_id, attempt), future in batch.items():
             if event_id not in changed:

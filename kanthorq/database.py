@@ -13,10 +13,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from kanthorq.errors import ConfigError, ConnectionFailed
 
 ENV_DSN = "KANTHORQ_DSN"
+# a connection of ours or of the caller: plain, or borrowed from an asyncpg pool
+Conn = asyncpg.Connection | PoolConnectionProxy
 _SCHEMES = ("postgres", "postgresql")
 
 

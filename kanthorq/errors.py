@@ -49,7 +49,7 @@ class NotOpen(KanthorQError):
     """The app is not open: use `async with app:` or `await app.run()` first."""
 
 
-class Retry(KanthorQError):  # noqa: N818 - raised by handlers, read as a verb
+class Retry(KanthorQError):
     """The handler asked for the task to be retried later."""
 
     def __init__(self, delay: float | None = None, reason: str | None = None) -> None:
@@ -60,7 +60,7 @@ class Retry(KanthorQError):  # noqa: N818 - raised by handlers, read as a verb
         super().__init__(reason or "retry requested by the handler")
 
 
-class Discard(KanthorQError):  # noqa: N818 - raised by handlers, read as a verb
+class Discard(KanthorQError):
     """The handler asked for the task to be discarded."""
 
     def __init__(self, reason: str | None = None) -> None:

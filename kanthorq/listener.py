@@ -8,12 +8,13 @@ reconnect so it catches up on what was published meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import asyncpg
 
-from kanthorq.database import Target, connect
+from kanthorq.database import Conn, Target, connect
 from kanthorq.errors import ConnectionFailed
 
 logger = logging.getLogger(__name__)
@@ -44,12 +45,10 @@ class Listener:
         for callback in self._channels.get(channel, ()):
             callback()
 
-    def _on_notify(
-        self, _conn: asyncpg.Connection, _pid: int, channel: str, _payload: object
-    ) -> None:
+    def _on_notify(self, _conn: Conn, _pid: int, channel: str, _payload: object) -> None:
         self._wake(channel)
 
-    def _on_lost(self, _conn: asyncpg.Connection) -> None:
+    def _on_lost(self, _conn: Conn) -> None:
         self._lost.set()
 
     def _wake_all(self) -> None:
@@ -62,16 +61,19 @@ class Listener:
             try:
                 await self._session()
                 backoff = 0.0
-            except (ConnectionFailed, asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
-                    TimeoutError) as exc:
+            except (
+                ConnectionFailed,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                OSError,
+                TimeoutError,
+            ) as exc:
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
                 logger.warning("listener: %s; reconnecting in %.1fs", exc, backoff)
             self.connected.clear()
             if not self._stopping.is_set() and backoff:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
-                except TimeoutError:
-                    pass
 
     async def _session(self) -> None:
         conn = await connect(self._target)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 from typing import Any, Protocol, TypeVar
 
-import asyncpg
 import msgspec
 
+from kanthorq.database import Conn
 from kanthorq.entities import Event, Task
 
 T = TypeVar("T")
@@ -23,7 +23,7 @@ class Settler(Protocol):
     """The worker side of a message: applies an outcome, fenced on the claimed attempt."""
 
     async def settle(
-        self, msg: Message, outcome: Outcome, reason: str | None, conn: asyncpg.Connection | None
+        self, msg: Message, outcome: Outcome, reason: str | None, conn: Conn | None
     ) -> bool: ...
 
 
@@ -54,26 +54,24 @@ class Message:
         """The body decoded from JSON."""
         return msgspec.json.decode(self.event.body)
 
-    def decode(self, type: type[T]) -> T:  # noqa: A002 - mirrors msgspec's own argument name
+    def decode(self, type: type[T]) -> T:
         """The body decoded from JSON into ``type`` (a msgspec.Struct, a dataclass, ...)."""
         return msgspec.json.decode(self.event.body, type=type)
 
-    async def _settle(
-        self, outcome: Outcome, reason: str | None, conn: asyncpg.Connection | None
-    ) -> bool:
+    async def _settle(self, outcome: Outcome, reason: str | None, conn: Conn | None) -> bool:
         if self.settled is not None:
             return False
         self.settled = outcome
         return await self._settler.settle(self, outcome, reason, conn)
 
-    async def ack(self, conn: asyncpg.Connection | None = None) -> bool:
+    async def ack(self, conn: Conn | None = None) -> bool:
         """Complete the task now, instead of when the handler returns."""
         return await self._settle(Outcome.ACK, None, conn)
 
-    async def nack(self, reason: str = "nacked", conn: asyncpg.Connection | None = None) -> bool:
+    async def nack(self, reason: str = "nacked", conn: Conn | None = None) -> bool:
         """Fail this attempt: retry with the consumer's backoff, or discard when used up."""
         return await self._settle(Outcome.NACK, reason, conn)
 
-    async def cancel(self, conn: asyncpg.Connection | None = None) -> bool:
+    async def cancel(self, conn: Conn | None = None) -> bool:
         """Cancel the task: it will not run again unless a person resumes it."""
         return await self._settle(Outcome.CANCEL, None, conn)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 
-import asyncpg
-
+from kanthorq.database import Conn
 from kanthorq.sqlfiles import Migration, migrations
 
 logger = logging.getLogger(__name__)
@@ -27,13 +26,13 @@ CREATE TABLE IF NOT EXISTS kanthorq_migration (
 """
 
 
-async def _applied(conn: asyncpg.Connection) -> set[int]:
+async def _applied(conn: Conn) -> set[int]:
     await conn.execute(_STATE_TABLE)
     rows = await conn.fetch("SELECT version FROM kanthorq_migration")
     return {row["version"] for row in rows}
 
 
-async def up(conn: asyncpg.Connection) -> list[Migration]:
+async def up(conn: Conn) -> list[Migration]:
     """Apply every migration not applied yet; return those applied now."""
     done: list[Migration] = []
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
@@ -57,7 +56,7 @@ async def up(conn: asyncpg.Connection) -> list[Migration]:
     return done
 
 
-async def down(conn: asyncpg.Connection, steps: int | None = 1) -> list[Migration]:
+async def down(conn: Conn, steps: int | None = 1) -> list[Migration]:
     """Revert the last ``steps`` applied migrations (all of them with None)."""
     done: list[Migration] = []
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
@@ -77,7 +76,7 @@ async def down(conn: asyncpg.Connection, steps: int | None = 1) -> list[Migratio
     return done
 
 
-async def pending(conn: asyncpg.Connection) -> list[Migration]:
+async def pending(conn: Conn) -> list[Migration]:
     """The migrations not applied yet, without applying them."""
     exists = await conn.fetchval("SELECT to_regclass('kanthorq_migration') IS NOT NULL")
     applied: set[int] = set()

@@ -66,7 +66,9 @@ def encode_metadata(metadata: object) -> str:
     if metadata is None:
         return "{}"
     if not isinstance(metadata, dict):
-        raise InvalidPayload(f"metadata must be a dict (a JSON object), got {type(metadata).__name__}")
+        raise InvalidPayload(
+            f"metadata must be a dict (a JSON object), got {type(metadata).__name__}"
+        )
     if not metadata:
         return "{}"
     _check_value(metadata, "$", 0)

@@ -46,7 +46,9 @@ class Exponential:
         if self.base == 0:
             return 0.0
         # compare in log space so huge attempts never overflow
-        if self.factor > 1 and exponent * math.log(self.factor) > math.log(self.cap / self.base + 1):
+        if self.factor > 1 and exponent * math.log(self.factor) > math.log(
+            self.cap / self.base + 1
+        ):
             delay = self.cap
         else:
             delay = min(self.base * self.factor**exponent, self.cap)

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from kanthorq.database import Conn
 from kanthorq.entities import Event
 from kanthorq.errors import InvalidPayload
 from kanthorq.ids import new_id, now_ms, table_name, validate_name
@@ -113,7 +114,7 @@ class Publisher:
         subject: str,
         body: object,
         metadata: dict[str, Any] | None,
-        conn: asyncpg.Connection | None,
+        conn: Conn | None,
     ) -> str:
         validate_name(stream, "stream")
         row = _row(subject, body, metadata, self._max_body)
@@ -128,7 +129,7 @@ class Publisher:
         return row[0]
 
     async def publish_many(
-        self, stream: str, items: Iterable[Item], conn: asyncpg.Connection | None
+        self, stream: str, items: Iterable[Item], conn: Conn | None
     ) -> list[str]:
         validate_name(stream, "stream")
         rows = [_item_row(item, self._max_body) for item in items]
@@ -145,5 +146,5 @@ class Publisher:
         return [row[0] for row in rows]
 
     @staticmethod
-    async def _copy(conn: asyncpg.Connection, ref: StreamRef, rows: Sequence[Row]) -> None:
+    async def _copy(conn: Conn, ref: StreamRef, rows: Sequence[Row]) -> None:
         await conn.copy_records_to_table(table_name(ref.id), records=rows, columns=_COLUMNS)

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from kanthorq.entities import Event, Task, TaskState
 from kanthorq.errors import ConsumerConflict
 from kanthorq.ids import event_id_at, new_id
 from kanthorq.sqlfiles import load, render
 
-Executor = asyncpg.Connection | asyncpg.Pool
+Executor = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,12 +175,17 @@ class ConsumerQueries:
         return {row["event_id"] for row in rows}
 
     async def fail(
-        self, db: Executor, event_id: str, attempt: int, *, discard: bool, delay_ms: int, error: bytes
+        self,
+        db: Executor,
+        event_id: str,
+        attempt: int,
+        *,
+        discard: bool,
+        delay_ms: int,
+        error: bytes,
     ) -> bool:
         state = TaskState.DISCARDED if discard else TaskState.RETRYABLE
-        row = await db.fetchrow(
-            self._fail, event_id, attempt, int(state), delay_ms, error.decode()
-        )
+        row = await db.fetchrow(self._fail, event_id, attempt, int(state), delay_ms, error.decode())
         return row is not None
 
     async def cancel(self, db: Executor, event_id: str, attempt: int) -> bool:

@@ -25,7 +25,9 @@ def _check_common(subject: object, what: str) -> list[str]:
     if not subject:
         raise InvalidSubject(f"{what} must not be empty")
     if len(subject.encode("utf-8", "surrogatepass")) > MAX_SUBJECT_LENGTH:
-        raise InvalidSubject(f"{what} is longer than {MAX_SUBJECT_LENGTH} bytes: {subject[:40]!r}...")
+        raise InvalidSubject(
+            f"{what} is longer than {MAX_SUBJECT_LENGTH} bytes: {subject[:40]!r}..."
+        )
     if any(0xD800 <= ord(c) <= 0xDFFF for c in subject):
         raise InvalidSubject(f"{what} {subject!r} contains a lone surrogate")
     tokens = subject.split(".")

@@ -96,7 +96,9 @@ def make_subscription(
     on_discard: DiscardHook | None,
 ) -> Subscription:
     if not inspect.iscoroutinefunction(fn):
-        raise ConfigError(f"handler {getattr(fn, '__qualname__', fn)!r} must be an async def function")
+        raise ConfigError(
+            f"handler {getattr(fn, '__qualname__', fn)!r} must be an async def function"
+        )
     includes = validate_filters(subjects, "subjects")
     if not includes:
         raise ConfigError("subscribe() needs at least one subject filter")

@@ -18,6 +18,7 @@ import asyncpg
 import msgspec
 
 from kanthorq.completer import Completer
+from kanthorq.database import Conn
 from kanthorq.entities import Event
 from kanthorq.errors import Discard, Retry
 from kanthorq.ids import now_ms
@@ -159,8 +160,11 @@ class ConsumerWorker:
             self._pool, self.sub.attempt_max, round(self.sub.visibility_timeout * 1000)
         )
         if rescued:
-            logger.warning("consumer %s: rescued %d tasks past their visibility timeout",
-                           self.sub.name, rescued)
+            logger.warning(
+                "consumer %s: rescued %d tasks past their visibility timeout",
+                self.sub.name,
+                rescued,
+            )
 
     async def _convert(self) -> None:
         while True:
@@ -201,8 +205,9 @@ class ConsumerWorker:
         if self._more:
             self._step_now()
         if not task.cancelled() and task.exception() is not None:
-            logger.error("consumer %s: handler wrapper failed", self.sub.name,
-                         exc_info=task.exception())
+            logger.error(
+                "consumer %s: handler wrapper failed", self.sub.name, exc_info=task.exception()
+            )
 
     # ---- running one handler --------------------------------------------------------
 
@@ -230,16 +235,25 @@ class ConsumerWorker:
         *,
         delay: float | None = None,
         discard: bool = False,
-        conn: asyncpg.Connection | None = None,
+        conn: Conn | None = None,
     ) -> bool:
         if msg.settled is not None and conn is None and msg.settled is not Outcome.NACK:
-            logger.warning("consumer %s: task %s failed after it was settled (%s): %s",
-                           self.sub.name, msg.task.event_id, msg.settled.value, exc)
+            logger.warning(
+                "consumer %s: task %s failed after it was settled (%s): %s",
+                self.sub.name,
+                msg.task.event_id,
+                msg.settled.value,
+                exc,
+            )
             return False
         msg.settled = Outcome.NACK
         attempt = msg.task.attempt_count
         discard = discard or attempt >= self.sub.attempt_max
-        seconds = 0.0 if discard else (delay if delay is not None else delay_for(self.sub.backoff, attempt))
+        seconds = (
+            0.0
+            if discard
+            else (delay if delay is not None else delay_for(self.sub.backoff, attempt))
+        )
         try:
             changed = await self.queries.fail(
                 conn or self._pool,
@@ -250,12 +264,20 @@ class ConsumerWorker:
                 error=error_record(attempt, exc),
             )
         except DB_ERRORS as db_exc:
-            logger.warning("consumer %s: could not record the failure of %s: %s",
-                           self.sub.name, msg.task.event_id, db_exc)
+            logger.warning(
+                "consumer %s: could not record the failure of %s: %s",
+                self.sub.name,
+                msg.task.event_id,
+                db_exc,
+            )
             return False
         if not changed:
-            logger.warning("consumer %s: stale failure ignored for task %s attempt %d",
-                           self.sub.name, msg.task.event_id, attempt)
+            logger.warning(
+                "consumer %s: stale failure ignored for task %s attempt %d",
+                self.sub.name,
+                msg.task.event_id,
+                attempt,
+            )
         elif discard:
             await self._discarded(msg, exc)
         else:
@@ -263,8 +285,13 @@ class ConsumerWorker:
         return changed
 
     async def _discarded(self, msg: Message, exc: BaseException) -> None:
-        logger.warning("consumer %s: task %s discarded after %d attempts: %s",
-                       self.sub.name, msg.task.event_id, msg.task.attempt_count, exc)
+        logger.warning(
+            "consumer %s: task %s discarded after %d attempts: %s",
+            self.sub.name,
+            msg.task.event_id,
+            msg.task.attempt_count,
+            exc,
+        )
         if self.sub.on_discard is None:
             return
         try:
@@ -273,31 +300,42 @@ class ConsumerWorker:
             logger.exception("consumer %s: on_discard hook failed", self.sub.name)
 
     async def settle(
-        self, msg: Message, outcome: Outcome, reason: str | None, conn: asyncpg.Connection | None
+        self, msg: Message, outcome: Outcome, reason: str | None, conn: Conn | None
     ) -> bool:
         """Explicit ack, nack or cancel from a handler (see :class:`Message`)."""
         if outcome is Outcome.NACK:
             msg.settled = None
             return await self._failed(msg, Retry(reason=reason), conn=conn)
         if outcome is Outcome.CANCEL:
-            changed = await self.queries.cancel(conn or self._pool, msg.task.event_id,
-                                                msg.task.attempt_count)
+            changed = await self.queries.cancel(
+                conn or self._pool, msg.task.event_id, msg.task.attempt_count
+            )
         elif conn is not None:
-            changed = bool(await self.queries.complete(conn, [msg.task.event_id],
-                                                       [msg.task.attempt_count]))
+            changed = bool(
+                await self.queries.complete(conn, [msg.task.event_id], [msg.task.attempt_count])
+            )
         else:
             changed = await self._completer.add(msg.task.event_id, msg.task.attempt_count)
         if not changed:
-            logger.warning("consumer %s: stale %s ignored for task %s attempt %d", self.sub.name,
-                           outcome.value, msg.task.event_id, msg.task.attempt_count)
+            logger.warning(
+                "consumer %s: stale %s ignored for task %s attempt %d",
+                self.sub.name,
+                outcome.value,
+                msg.task.event_id,
+                msg.task.attempt_count,
+            )
         return changed
 
     # ---- shutdown -------------------------------------------------------------------
 
     async def _drain(self) -> None:
         if self._running:
-            logger.info("consumer %s: waiting up to %.1fs for %d running handlers",
-                        self.sub.name, self._shutdown_timeout, len(self._running))
+            logger.info(
+                "consumer %s: waiting up to %.1fs for %d running handlers",
+                self.sub.name,
+                self._shutdown_timeout,
+                len(self._running),
+            )
             await asyncio.wait(list(self._running), timeout=self._shutdown_timeout)
         leftover = dict(self._running)
         for task in leftover:
@@ -311,8 +349,9 @@ class ConsumerWorker:
         unsettled = [m for m in messages if m.settled is None]
         if not unsettled:
             return
-        error = error_record(0, RuntimeError("interrupted by a worker shutdown"),
-                             with_traceback=False)
+        error = error_record(
+            0, RuntimeError("interrupted by a worker shutdown"), with_traceback=False
+        )
         try:
             handed = await self.queries.hand_back(
                 self._pool,
@@ -321,8 +360,13 @@ class ConsumerWorker:
                 error,
             )
         except DB_ERRORS as exc:
-            logger.warning("consumer %s: could not hand back %d tasks (they return after the "
-                           "visibility timeout): %s", self.sub.name, len(unsettled), exc)
+            logger.warning(
+                "consumer %s: could not hand back %d tasks (they return after the "
+                "visibility timeout): %s",
+                self.sub.name,
+                len(unsettled),
+                exc,
+            )
             return
         logger.info("consumer %s: handed back %d running tasks", self.sub.name, len(handed))
 

@@ -1,0 +1,182 @@
+"""Test fixtures: a real PostgreSQL, one fresh database per test.
+
+The server is ``$KANTHORQ_TEST_DSN`` when set, else the embedded server (pgserver) in a
+temporary folder. A migrated template database is built once per run; each test gets its
+own ``CREATE DATABASE ... TEMPLATE`` copy, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+import kanthorq
+from kanthorq import embedded, migrate
+
+_counter = itertools.count()
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server, another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    dsn = os.environ.get("KANTHORQ_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    yield embedded.start(Path(tmp_path_factory.mktemp("pg")))
+
+
+@pytest.fixture(scope="session")
+async def template_db(server_dsn: str) -> AsyncIterator[str]:
+    name = f"kq_tpl_{os.getpid()}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        conn = await asyncpg.connect(with_database(server_dsn, name))
+        try:
+            await migrate.up(conn)
+        finally:
+            await conn.close()
+        yield name
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def fresh_database(server_dsn: str, template: str) -> AsyncIterator[str]:
+    name = f"kq_t_{os.getpid()}_{next(_counter)}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        yield with_database(server_dsn, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def dsn(server_dsn: str, template_db: str) -> AsyncIterator[str]:
+    """A migrated database of its own for this test."""
+    async with fresh_database(server_dsn, template_db) as url:
+        yield url
+
+
+@pytest.fixture
+async def db(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the test's database, for arranging and asserting."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def make_app(dsn: str) -> Callable[..., kanthorq.App]:
+    """Build an App on the test's database (options as keyword arguments)."""
+
+    def build(**options: Any) -> kanthorq.App:
+        options.setdefault("poll_interval", 0.5)
+        options.setdefault("shutdown_timeout", 5.0)
+        return kanthorq.App(dsn, **options)
+
+    return build
+
+
+class Running:
+    """An app whose workers run in a background task until the test ends."""
+
+    def __init__(self, app: kanthorq.App) -> None:
+        self.app = app
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self, consumers: list[str] | None = None) -> None:
+        self.task = asyncio.create_task(self.app.run(consumers))
+        await wait_until(self._ready, timeout=10)
+
+    def _ready(self) -> bool:
+        if self.task is not None and self.task.done():
+            self.task.result()  # raise what run() raised
+        listener = self.app.listener
+        return listener is not None and listener.connected.is_set()
+
+    async def stop(self) -> None:
+        if self.task is None:
+            return
+        await self.app.shutdown()
+        await asyncio.wait_for(self.task, 30)
+        self.task = None
+
+
+@pytest.fixture
+async def start_app() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
+    """``running = await start_app(app)``: run its workers; stopped after the test."""
+    started: list[Running] = []
+
+    async def start(app: kanthorq.App, consumers: list[str] | None = None) -> Running:
+        running = Running(app)
+        started.append(running)
+        await running.start(consumers)
+        return running
+
+    yield start
+    for running in started:
+        await running.stop()
+
+
+async def wait_until(
+    predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02
+) -> Any:
+    """Poll ``predicate`` (sync or async) until it returns something truthy."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        await asyncio.sleep(interval)
+
+
+async def task_table(conn: asyncpg.Connection, consumer: str) -> str:
+    """The quoted task table of a consumer."""
+    consumer_id = await conn.fetchval(
+        "SELECT id FROM kanthorq_consumer_registry WHERE name = $1", consumer
+    )
+    assert consumer_id, f"consumer {consumer!r} is not registered"
+    return f'"kanthorq_{consumer_id}"'
+
+
+async def stream_table(conn: asyncpg.Connection, stream: str = "default") -> str:
+    """The quoted event table of a stream."""
+    stream_id = await conn.fetchval(
+        "SELECT id FROM kanthorq_stream_registry WHERE name = $1", stream
+    )
+    assert stream_id, f"stream {stream!r} is not registered"
+    return f'"kanthorq_{stream_id}"'
+
+
+async def task_states(conn: asyncpg.Connection, consumer: str) -> dict[int, int]:
+    """How many tasks the consumer has in each state code."""
+    table = await task_table(conn, consumer)
+    rows = await conn.fetch(f"SELECT state, count(*) AS n FROM {table} GROUP BY state")
+    return {row["state"]: row["n"] for row in rows}
