@@ -135,6 +135,15 @@ class App:
         """The DSN in use (after ``open``, also the embedded server's)."""
         return self._dsn
 
+    @dsn.setter
+    def dsn(self, dsn: str | None) -> None:
+        """Point the app at another database before it opens (``kanthorq run --dsn``)."""
+        if self._pool is not None:
+            raise ConfigError("cannot change the DSN of an open app")
+        if dsn is not None:
+            parse_dsn(dsn)
+        self._dsn = resolve_dsn(dsn)
+
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
