@@ -77,6 +77,7 @@ class ConsumerWorker:
         self._next_poll = 0.0
         self._next_timer = 0.0
         self._error_backoff = 0.0
+        self._waiting_streak = 0
 
     # ---- signals from outside -------------------------------------------------------
 
@@ -173,8 +174,11 @@ class ConsumerWorker:
                 self._soon(SOON)  # another worker converts; look again shortly
                 return
             if result.scanned < CONVERT_BATCH:
+                # committed events wait behind an older transaction still running: look
+                # again soon, backing off while that transaction stays open
+                self._waiting_streak = self._waiting_streak + 1 if result.waiting else 0
                 if result.waiting:
-                    self._soon(SOON)
+                    self._soon(min(SOON * 2 ** min(self._waiting_streak, 10), self._poll))
                 return
 
     async def _fill(self) -> None:

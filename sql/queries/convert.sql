@@ -1,10 +1,14 @@
 -- Turn the stream's new matching events into tasks, in one statement.
 -- $1 consumer name, $2 how many events to scan at most.
 --
--- Events are read in (txid, id) order and only below the oldest transaction still running
--- (pg_snapshot_xmin): a transaction that commits late cannot have its events skipped,
--- because the cursor never passes a transaction that may still commit. The consumer row
--- is locked with SKIP LOCKED so one worker converts at a time; the others get locked=false.
+-- Events are read in (txid, id) order, and only those of transactions older than the
+-- horizon: the oldest transaction of this database still running when the statement's
+-- snapshot was taken (or the snapshot's xmax when none is). A transaction that commits
+-- late therefore cannot have its events skipped: the cursor never passes a transaction
+-- that may still commit. Running transactions of other databases cannot write to this
+-- stream and do not hold it back; a running transaction whose database is unknown does.
+-- The consumer row is locked with SKIP LOCKED so one worker converts at a time; the others
+-- get locked = false.
 WITH consumer AS (
     SELECT cursor, cursor_txid,
            ARRAY(SELECT kanthorq_subject_regex(p) FROM unnest(subject_includes) AS p) AS includes,
@@ -14,13 +18,25 @@ WITH consumer AS (
     FOR UPDATE SKIP LOCKED
 ),
 horizon AS (
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+    SELECT coalesce(
+        (
+            SELECT min(x)
+            FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+            WHERE NOT EXISTS (
+                SELECT 1
+                FROM pg_stat_get_activity(NULL) AS a
+                WHERE a.backend_xid = xid(x)
+                  AND a.datid <> (SELECT oid FROM pg_database WHERE datname = current_database())
+            )
+        ),
+        pg_snapshot_xmax(pg_current_snapshot())
+    ) AS upto
 ),
 scanned AS (
     SELECT e.id, e.subject, e.txid
     FROM {{stream}} AS e
     WHERE (e.txid, e.id) > ((SELECT cursor_txid FROM consumer), (SELECT cursor FROM consumer))
-      AND e.txid < (SELECT xmin FROM horizon)
+      AND e.txid < (SELECT upto FROM horizon)
     ORDER BY e.txid, e.id
     LIMIT $2
 ),
@@ -49,5 +65,5 @@ SELECT
     EXISTS (SELECT 1 FROM consumer) AS locked,
     -- committed events that wait for an older transaction to finish
     EXISTS (
-        SELECT 1 FROM {{stream}} AS e WHERE e.txid >= (SELECT xmin FROM horizon)
+        SELECT 1 FROM {{stream}} AS e WHERE e.txid >= (SELECT upto FROM horizon)
     ) AS waiting
