@@ -24,7 +24,6 @@ from kanthorq.subscription import DiscardHook, Handler, Subscription, make_subsc
 from kanthorq.worker import ConsumerWorker
 
 logger = logging.getLogger(__name__)
-logger.addHandler(logging.NullHandler())
 
 H = TypeVar("H", bound=Handler)
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
