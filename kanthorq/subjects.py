@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from kanthorq.errors import InvalidSubject
 
 MAX_SUBJECT_LENGTH = 256
-_BAD_CHAR = re.compile(r"[\s\x00-\x1f\x7f.*>]")
+_BAD_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f.*>]")
 
 
 def _check_common(subject: object, what: str) -> list[str]:
