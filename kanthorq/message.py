@@ -36,12 +36,13 @@ class Message:
     the task changed (False when the attempt is stale: the task was rescued meanwhile).
     """
 
-    __slots__ = ("_settler", "event", "settled", "task")
+    __slots__ = ("_settler", "event", "in_transaction", "settled", "task")
 
     def __init__(self, event: Event, task: Task, settler: Settler) -> None:
         self.event = event
         self.task = task
         self.settled: Outcome | None = None
+        self.in_transaction = False  # settled through the caller's connection
         self._settler = settler
 
     def __repr__(self) -> str:
@@ -62,6 +63,7 @@ class Message:
         if self.settled is not None:
             return False
         self.settled = outcome
+        self.in_transaction = conn is not None
         return await self._settler.settle(self, outcome, reason, conn)
 
     async def ack(self, conn: Conn | None = None) -> bool:

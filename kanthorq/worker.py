@@ -233,6 +233,24 @@ class ConsumerWorker:
                 self._completer.add(msg.task.event_id, msg.task.attempt_count)
 
     async def _failed(
+        self, msg: Message, exc: BaseException, *, delay: float | None = None, discard: bool = False
+    ) -> None:
+        """The handler raised. A task it settled already keeps that outcome, unless it was
+        settled in the handler's own transaction: that may have rolled back, and the fenced
+        update below changes nothing if it did commit."""
+        if msg.settled is not None and not msg.in_transaction:
+            logger.info(
+                "consumer %s: task %s raised after it was settled (%s): %s",
+                self.sub.name,
+                msg.task.event_id,
+                msg.settled.value,
+                exc,
+            )
+            return
+        msg.settled = Outcome.NACK
+        await self._record_failure(msg, exc, delay=delay, discard=discard)
+
+    async def _record_failure(
         self,
         msg: Message,
         exc: BaseException,
@@ -241,16 +259,6 @@ class ConsumerWorker:
         discard: bool = False,
         conn: Conn | None = None,
     ) -> bool:
-        if msg.settled is not None and conn is None and msg.settled is not Outcome.NACK:
-            logger.warning(
-                "consumer %s: task %s failed after it was settled (%s): %s",
-                self.sub.name,
-                msg.task.event_id,
-                msg.settled.value,
-                exc,
-            )
-            return False
-        msg.settled = Outcome.NACK
         attempt = msg.task.attempt_count
         discard = discard or attempt >= self.sub.attempt_max
         seconds = (
@@ -308,8 +316,7 @@ class ConsumerWorker:
     ) -> bool:
         """Explicit ack, nack or cancel from a handler (see :class:`Message`)."""
         if outcome is Outcome.NACK:
-            msg.settled = None
-            return await self._failed(msg, Retry(reason=reason), conn=conn)
+            return await self._record_failure(msg, Retry(reason=reason), conn=conn)
         if outcome is Outcome.CANCEL:
             changed = await self.queries.cancel(
                 conn or self._pool, msg.task.event_id, msg.task.attempt_count
@@ -350,7 +357,7 @@ class ConsumerWorker:
         await self._completer.close()
 
     async def _hand_back(self, messages: list[Message]) -> None:
-        unsettled = [m for m in messages if m.settled is None]
+        unsettled = [m for m in messages if m.settled is None or m.in_transaction]
         if not unsettled:
             return
         error = error_record(
