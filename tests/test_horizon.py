@@ -65,4 +65,8 @@ async def test_open_transaction_in_the_same_database_holds_back_then_releases(
         finally:
             await publisher.close()
         await wait_until(lambda: sorted(seen) == sorted([fast, slow]), timeout=5)
-    assert await task_states(db, "c") == {kanthorq.TaskState.COMPLETED: 2}
+
+    async def both_completed() -> bool:
+        return await task_states(db, "c") == {kanthorq.TaskState.COMPLETED: 2}
+
+    await wait_until(both_completed)
