@@ -1,0 +1,130 @@
+"""Wake-ups: LISTEN/NOTIFY wakes an idle worker long before its poll, and survives the loss
+of the listening connection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+import kanthorq
+from kanthorq.ids import new_id
+from tests.conftest import Running, stream_table, wait_until
+
+AppFactory = Callable[..., kanthorq.App]
+Starter = Callable[..., Awaitable[Running]]
+POLL = 10.0
+FAST = 2.0
+
+
+async def _handled_within(app: kanthorq.App, seen: dict[str, float], subject: str) -> float:
+    start = time.monotonic()
+    event_id = await app.publish(subject, b"x")
+    await wait_until(lambda: event_id in seen, timeout=POLL * 0.8)
+    return seen[event_id] - start
+
+
+async def test_publish_wakes_an_idle_worker_before_the_poll(
+    make_app: AppFactory, start_app: Starter
+) -> None:
+    app = make_app(poll_interval=POLL)
+    seen: dict[str, float] = {}
+
+    @app.subscribe("a.>", consumer="c")
+    async def handler(msg: kanthorq.Message) -> None:
+        seen[msg.event.id] = time.monotonic()
+
+    await start_app(app)
+    # the worker's first poll ran at start; it now sleeps until a notification
+    assert await _handled_within(app, seen, "a.one") < FAST
+    assert await _handled_within(app, seen, "a.two") < FAST
+
+
+async def test_publish_in_a_transaction_wakes_the_worker_at_commit(
+    make_app: AppFactory, start_app: Starter
+) -> None:
+    app = make_app(poll_interval=POLL)
+    seen: dict[str, float] = {}
+
+    @app.subscribe("a.>", consumer="c")
+    async def handler(msg: kanthorq.Message) -> None:
+        seen[msg.event.id] = time.monotonic()
+
+    await start_app(app)
+    conn = await asyncpg.connect(app.dsn)
+    try:
+        async with conn.transaction():
+            event_id = await app.publish("a.b", b"x", conn=conn)
+        committed = time.monotonic()
+    finally:
+        await conn.close()
+    await wait_until(lambda: event_id in seen, timeout=POLL * 0.8)
+    assert seen[event_id] - committed < FAST
+
+
+async def test_worker_still_wakes_after_the_listener_connection_is_killed(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    app = make_app(poll_interval=POLL)
+    seen: dict[str, float] = {}
+
+    @app.subscribe("a.>", consumer="c")
+    async def handler(msg: kanthorq.Message) -> None:
+        seen[msg.event.id] = time.monotonic()
+
+    await start_app(app)
+    listener = app.listener
+    assert listener is not None
+    assert await _handled_within(app, seen, "a.before") < FAST
+
+    assert listener.connection is not None
+    old_pid = listener.connection.get_server_pid()
+    killed_at = time.monotonic()
+    assert await db.fetchval("SELECT pg_terminate_backend($1)", old_pid)
+
+    def reconnected() -> bool:
+        conn = listener.connection
+        return (
+            listener.connected.is_set()
+            and conn is not None
+            and not conn.is_closed()
+            and conn.get_server_pid() != old_pid
+        )
+
+    await wait_until(reconnected, timeout=POLL * 0.8)
+    assert time.monotonic() - killed_at < FAST
+    new_pid = listener.connection.get_server_pid() if listener.connection else None
+    listening = await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", new_pid)
+    assert listening == 1
+    assert await _handled_within(app, seen, "a.after") < FAST
+
+
+async def test_events_published_while_the_listener_is_down_are_caught_up(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    """A publish whose notification is lost (nobody listening) is found after the reconnect,
+    not only at the next poll."""
+    app = make_app(poll_interval=POLL)
+    seen: dict[str, float] = {}
+
+    @app.subscribe("a.>", consumer="c")
+    async def handler(msg: kanthorq.Message) -> None:
+        seen[msg.event.id] = time.monotonic()
+
+    await start_app(app)
+    listener = app.listener
+    assert listener is not None
+    assert listener.connection is not None
+    old_pid = listener.connection.get_server_pid()
+    # a client that writes without notifying (psql, Go without the notify), seen only by
+    # the reconnect's catch-up or the poll
+    stream = await stream_table(db)
+    await db.execute(
+        f"INSERT INTO {stream} (id, subject, body) VALUES ($1, 'a.quiet', '')",
+        new_id("event"),
+    )
+    start = time.monotonic()
+    assert await db.fetchval("SELECT pg_terminate_backend($1)", old_pid)
+    await wait_until(lambda: len(seen) == 1, timeout=POLL * 0.8)
+    assert time.monotonic() - start < FAST
