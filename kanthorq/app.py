@@ -79,6 +79,7 @@ class App:
         self._notifier: Notifier | None = None
         self._publisher: Publisher | None = None
         self._opened = 0
+        self._open_lock = asyncio.Lock()
         self._stop: asyncio.Event | None = None
         self.workers: dict[str, ConsumerWorker] = {}
         self.listener: Listener | None = None
@@ -150,27 +151,31 @@ class App:
         return self._pool
 
     async def open(self) -> None:
-        """Open the pool (and apply migrations); nested opens share it."""
-        self._opened += 1
-        if self._pool is not None:
-            return
-        try:
-            if self._dsn is None:
-                self._dsn = await asyncio.to_thread(embedded.start)
-                logger.warning("no DSN given: using the embedded PostgreSQL at %s", self._dsn)
-            self._target = parse_dsn(self._dsn)
-            pool = await create_pool(
-                self._target,
-                min_size=1,
-                max_size=self.pool_size,
-                statement_cache_size=self.statement_cache_size,
-            )
-            if self.migrate:
-                async with pool.acquire() as conn:
-                    await migrate.up(conn)
-        except BaseException:
-            self._opened -= 1
-            raise
+        """Open the pool (and apply migrations); nested and concurrent opens share it."""
+        async with self._open_lock:  # two concurrent first opens must not make two pools
+            self._opened += 1
+            if self._pool is not None:
+                return
+            try:
+                await self._connect()
+            except BaseException:
+                self._opened -= 1
+                raise
+
+    async def _connect(self) -> None:
+        if self._dsn is None:
+            self._dsn = await asyncio.to_thread(embedded.start)
+            logger.warning("no DSN given: using the embedded PostgreSQL at %s", self._dsn)
+        self._target = parse_dsn(self._dsn)
+        pool = await create_pool(
+            self._target,
+            min_size=1,
+            max_size=self.pool_size,
+            statement_cache_size=self.statement_cache_size,
+        )
+        if self.migrate:
+            async with pool.acquire() as conn:
+                await migrate.up(conn)
         self._pool = pool
         self._registry = Registry(pool)
         self._notifier = Notifier(pool)

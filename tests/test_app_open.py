@@ -1,0 +1,38 @@
+"""Opening an app: nested and concurrent opens share one pool."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import kanthorq
+from kanthorq import app as app_module
+
+
+async def test_concurrent_opens_share_one_pool(
+    make_app: Callable[..., kanthorq.App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: list[Any] = []
+    real_create_pool = app_module.create_pool
+
+    async def counting_create_pool(*args: Any, **kwargs: Any) -> Any:
+        pool = await real_create_pool(*args, **kwargs)
+        created.append(pool)
+        return pool
+
+    monkeypatch.setattr(app_module, "create_pool", counting_create_pool)
+    app = make_app()
+    both_open = asyncio.Barrier(2)
+
+    async def use() -> Any:
+        async with app:
+            await both_open.wait()
+            return app.pool
+
+    pools = await asyncio.gather(use(), use())
+    assert len(created) == 1, "a second concurrent open made its own pool, and leaked one"
+    assert pools[0] is pools[1] is created[0]
+    assert created[0].is_closing()
