@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install kanthorq with its dev and embedded extras
 
-demo: $(STAMP) ## run the quickstart on the embedded server (Ctrl-C to stop)
+demo: $(STAMP) ## run the quickstart (on KANTHORQ_DSN, else the embedded server) until every task is final
 	$(BIN)/python examples/quickstart.py
 
 test: $(STAMP) ## run the test suite (KANTHORQ_TEST_DSN, else the embedded server)
