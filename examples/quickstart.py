@@ -154,7 +154,7 @@ def create_app(
 def redacted(dsn: str) -> str:
     """The DSN without its password, fit to print."""
     parts = urlsplit(dsn)
-    if parts.password is None:
+    if not parts.password:
         return dsn
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
