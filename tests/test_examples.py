@@ -1,7 +1,9 @@
 """The examples, run against the test's database.
 
 The web services publish inside their own transaction: after a 2xx both the row and the
-event exist; when the publish fails after the insert (413), neither does.
+event exist; when the publish fails after the insert (413) or the insert fails (409),
+neither does. The quickstart runs its whole demo: events flow, one task of each consumer is
+retried and completed, one is discarded, and every task ends completed or discarded.
 """
 
 from __future__ import annotations
