@@ -5,6 +5,11 @@ The docstring of each class is its default message.
 
 from __future__ import annotations
 
+import math
+
+# The longest delay (seconds) a retry may ask for: its milliseconds still fit a BIGINT.
+MAX_DELAY = 1e12
+
 
 class KanthorQError(Exception):
     """kanthorq failed."""
@@ -53,8 +58,15 @@ class Retry(KanthorQError):
     """The handler asked for the task to be retried later."""
 
     def __init__(self, delay: float | None = None, reason: str | None = None) -> None:
-        if delay is not None and not delay >= 0:
-            raise ConfigError(f"Retry(delay=...) must be a number of seconds >= 0, got {delay!r}")
+        if delay is not None and (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not (0 <= delay <= MAX_DELAY and math.isfinite(delay))
+        ):
+            raise ConfigError(
+                f"Retry(delay=...) must be a number of seconds from 0 to {MAX_DELAY:g}, "
+                f"got {delay!r}"
+            )
         self.delay = delay
         self.reason = reason
         super().__init__(reason or "retry requested by the handler")

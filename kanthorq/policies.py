@@ -8,16 +8,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from kanthorq.errors import ConfigError
+from kanthorq.errors import MAX_DELAY, ConfigError
 
 BackoffFn: TypeAlias = Callable[[int], float]
 
 
-def _check(name: str, value: float, *, lower: float = 0.0, upper: float = math.inf) -> None:
+def _check(name: str, value: float, *, lower: float = 0.0, upper: float = MAX_DELAY) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name} must be a number, got {value!r}")
-    if not (lower <= value <= upper) or math.isnan(value):
-        raise ConfigError(f"{name} must be between {lower} and {upper}, got {value!r}")
+    if not (lower <= value <= upper and (isinstance(value, int) or math.isfinite(value))):
+        raise ConfigError(
+            f"{name} must be a finite number from {lower:g} to {upper:g}, got {value!r}"
+        )
 
 
 def _jittered(delay: float, jitter: float, cap: float) -> float:
@@ -37,7 +39,7 @@ class Exponential:
 
     def __post_init__(self) -> None:
         _check("Exponential.base", self.base)
-        _check("Exponential.factor", self.factor, lower=1.0)
+        _check("Exponential.factor", self.factor, lower=1.0, upper=math.inf)
         _check("Exponential.cap", self.cap)
         _check("Exponential.jitter", self.jitter, upper=1.0)
 
@@ -45,13 +47,10 @@ class Exponential:
         exponent = max(attempt - 1, 0)
         if self.base == 0:
             return 0.0
-        # compare in log space so huge attempts never overflow
-        if self.factor > 1 and exponent * math.log(self.factor) > math.log(
-            self.cap / self.base + 1
-        ):
+        try:
+            delay = min(self.base * float(self.factor) ** exponent, self.cap)
+        except OverflowError:  # factor ** exponent is past any float, so past the cap
             delay = self.cap
-        else:
-            delay = min(self.base * self.factor**exponent, self.cap)
         return _jittered(delay, self.jitter, self.cap)
 
 
@@ -97,6 +96,10 @@ class Linear:
 def delay_for(backoff: BackoffFn, attempt: int) -> float:
     """Call a backoff policy and check what it gives: a finite number of seconds >= 0."""
     value = backoff(attempt)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"backoff returned {value!r} for attempt {attempt}; want seconds >= 0")
-    return max(float(value), 0.0)
+    if isinstance(value, int):  # exact: a huge int has no float
+        value = min(max(value, 0), MAX_DELAY)
+    if not math.isfinite(value):
+        raise ConfigError(f"backoff returned {value!r} for attempt {attempt}; want seconds >= 0")
+    return min(max(float(value), 0.0), MAX_DELAY)
