@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
@@ -65,8 +66,12 @@ class App:
             ("poll_interval", poll_interval),
             ("shutdown_timeout", shutdown_timeout),
         ):
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-                raise ConfigError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not 0 < seconds < math.inf
+            ):
+                raise ConfigError(f"{name} must be a finite number of seconds > 0, got {seconds!r}")
         self.pool_size = pool_size
         self.statement_cache_size = statement_cache_size
         self.poll_interval = float(poll_interval)
@@ -80,7 +85,7 @@ class App:
         self._publisher: Publisher | None = None
         self._opened = 0
         self._open_lock = asyncio.Lock()
-        self._stop: asyncio.Event | None = None
+        self._stop = asyncio.Event()  # set by shutdown(), even before run() has started
         self.workers: dict[str, ConsumerWorker] = {}
         self.listener: Listener | None = None
 
@@ -107,7 +112,7 @@ class App:
                 subjects=subjects,
                 exclude=exclude,
                 consumer=consumer,
-                stream=stream or self.stream,
+                stream=self.stream if stream is None else stream,
                 max_retries=max_retries,
                 backoff=backoff,
                 concurrency=concurrency,
@@ -222,7 +227,7 @@ class App:
     ) -> str:
         """Append one event; return its id. With ``conn=``, it joins that transaction."""
         return await self._require_publisher().publish(
-            stream or self.stream, subject, body, metadata, conn
+            self.stream if stream is None else stream, subject, body, metadata, conn
         )
 
     async def publish_many(
@@ -233,7 +238,9 @@ class App:
         conn: Conn | None = None,
     ) -> list[str]:
         """Append many events with one COPY; return their ids in order."""
-        return await self._require_publisher().publish_many(stream or self.stream, items, conn)
+        return await self._require_publisher().publish_many(
+            self.stream if stream is None else stream, items, conn
+        )
 
     # ---- running --------------------------------------------------------------------
 
@@ -252,7 +259,6 @@ class App:
         subs = self._selected(consumers)
         if not subs:
             raise ConfigError("this app has no subscriptions to run; use @app.subscribe(...)")
-        self._stop = asyncio.Event()
         async with self:
             assert self._registry is not None
             assert self._target is not None
@@ -283,6 +289,7 @@ class App:
                     self._stop_all()
             finally:
                 self._stop_all()
+                self._stop.clear()  # the app can run again
 
     def _stop_all(self) -> None:
         if self.listener is not None:
@@ -292,5 +299,4 @@ class App:
 
     async def shutdown(self) -> None:
         """Ask :meth:`run` to stop claiming, finish (or hand back) its tasks, and return."""
-        if self._stop is not None:
-            self._stop.set()
+        self._stop.set()
