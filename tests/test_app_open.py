@@ -36,3 +36,17 @@ async def test_concurrent_opens_share_one_pool(
     assert len(created) == 1, "a second concurrent open made its own pool, and leaked one"
     assert pools[0] is pools[1] is created[0]
     assert created[0].is_closing()
+
+
+async def test_shutdown_before_run_starts_is_not_lost(
+    make_app: Callable[..., kanthorq.App],
+) -> None:
+    app = make_app()
+
+    @app.subscribe("a", consumer="c")
+    async def handler(msg: kanthorq.Message) -> None: ...
+
+    await app.shutdown()
+    await asyncio.wait_for(app.run(), 10)  # returns at once: the stop was asked for already
+    with pytest.raises(kanthorq.KanthorQError):
+        _ = app.pool  # closed again after run()
