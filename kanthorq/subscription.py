@@ -5,6 +5,7 @@ Everything is checked here, when the decorator runs, before any SQL.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import typing
@@ -12,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from kanthorq.errors import ConfigError
+from kanthorq.errors import MAX_DELAY, ConfigError
 from kanthorq.ids import validate_name
 from kanthorq.message import Message
 from kanthorq.policies import BackoffFn, Exponential
@@ -60,26 +61,29 @@ def _decode_target(fn: Callable[..., Any]) -> Any:
         for p in inspect.signature(fn).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
+    label = getattr(fn, "__qualname__", repr(fn))
     if len(params) != 1:
         raise ConfigError(
-            f"handler {fn.__qualname__} must take exactly one argument (the message), "
-            f"it takes {len(params)}"
+            f"handler {label} must take exactly one argument (the message), it takes {len(params)}"
         )
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn.func if isinstance(fn, functools.partial) else fn)
     except Exception as exc:
-        raise ConfigError(f"handler {fn.__qualname__}: cannot read its annotations: {exc}") from exc
+        raise ConfigError(f"handler {label}: cannot read its annotations: {exc}") from exc
     target = hints.get(params[0].name, Message)
     return None if target is Message or target is Any else target
 
 
-def _check_number(name: str, value: object, *, minimum: float, integer: bool = False) -> None:
+def _check_number(
+    name: str, value: object, *, minimum: float, maximum: float = math.inf, integer: bool = False
+) -> None:
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise ConfigError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
     assert isinstance(value, int | float)
-    if math.isnan(value) or value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value!r}")
+    if not (minimum <= value <= maximum and value < math.inf):
+        bounds = f">= {minimum}" if maximum == math.inf else f"from {minimum} to {maximum:g}"
+        raise ConfigError(f"{name} must be a finite number {bounds}, got {value!r}")
 
 
 def make_subscription(
@@ -106,13 +110,17 @@ def make_subscription(
     if max_retries > MAX_RETRIES_LIMIT:
         raise ConfigError(f"max_retries must be <= {MAX_RETRIES_LIMIT}, got {max_retries}")
     _check_number("concurrency", concurrency, minimum=1, integer=True)
-    _check_number("visibility_timeout", visibility_timeout, minimum=0.001)
+    _check_number("visibility_timeout", visibility_timeout, minimum=0.001, maximum=MAX_DELAY)
     if backoff is not None and not callable(backoff):
         raise ConfigError(f"backoff must be a policy or a callable attempt -> seconds: {backoff!r}")
     if on_discard is not None and not inspect.iscoroutinefunction(on_discard):
         raise ConfigError("on_discard must be an async def function (message, error)")
+    if consumer is None:
+        consumer = getattr(fn, "__name__", None)
+        if consumer is None:
+            raise ConfigError(f"handler {fn!r} has no __name__: give it one with consumer=...")
     return Subscription(
-        name=validate_name(consumer or fn.__name__, "consumer"),
+        name=validate_name(consumer, "consumer"),
         stream=validate_name(stream, "stream"),
         includes=includes,
         excludes=validate_filters(exclude, "exclude"),
