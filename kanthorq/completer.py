@@ -11,6 +11,7 @@ import logging
 
 import asyncpg
 
+from kanthorq.database import DB_ERRORS
 from kanthorq.store import ConsumerQueries
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Completer:
         attempts = [key[1] for key in batch]
         try:
             changed = await self._queries.complete(self._pool, ids, attempts)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except DB_ERRORS as exc:
             logger.warning("could not complete %d tasks, will retry: %s", len(batch), exc)
             for key, future in batch.items():
                 self._pending.setdefault(key, future)

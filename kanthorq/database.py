@@ -63,6 +63,17 @@ def resolve_dsn(dsn: str | None) -> str | None:
     return os.environ.get(ENV_DSN) or None
 
 
+# What a statement raises when the server or the connection fails. asyncpg raises
+# InternalClientError ("cannot switch to state ...") on a pooled connection whose backend was
+# just terminated: the FATAL message has arrived, the end of the stream not yet.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     socket.gaierror,

@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import asyncpg
 
-from kanthorq.database import Conn, Target, connect
+from kanthorq.database import DB_ERRORS, Conn, Target, connect
 from kanthorq.errors import ConnectionFailed
 
 logger = logging.getLogger(__name__)
 MAX_BACKOFF = 5.0
+_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailed, *DB_ERRORS)
 
 
 class Listener:
@@ -61,13 +62,7 @@ class Listener:
             try:
                 await self._session()
                 backoff = 0.0
-            except (
-                ConnectionFailed,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                OSError,
-                TimeoutError,
-            ) as exc:
+            except _ERRORS as exc:
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
                 logger.warning("listener: %s; reconnecting in %.1fs", exc, backoff)
             self.connected.clear()

@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from kanthorq.database import Conn
+from kanthorq.database import DB_ERRORS, Conn
 from kanthorq.entities import Event
 from kanthorq.errors import InvalidPayload
 from kanthorq.ids import new_id, now_ms, table_name, validate_name
@@ -64,7 +64,7 @@ class Notifier:
         self._last[stream_id] = time.monotonic()
         try:
             await self._pool.execute(_NOTIFY, channel(stream_id))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except DB_ERRORS as exc:
             # a lost wake-up only costs latency: the workers' poll finds the events
             logger.warning("could not notify stream %s: %s", stream_id, exc)
 

@@ -18,7 +18,7 @@ import asyncpg
 import msgspec
 
 from kanthorq.completer import Completer
-from kanthorq.database import Conn
+from kanthorq.database import DB_ERRORS, Conn
 from kanthorq.entities import Event
 from kanthorq.errors import Discard, Retry
 from kanthorq.ids import now_ms
@@ -29,12 +29,6 @@ from kanthorq.subscription import Subscription
 
 logger = logging.getLogger(__name__)
 
-DB_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    OSError,
-    TimeoutError,
-)
 CONVERT_BATCH = 1000
 CLAIM_BATCH = 100
 SOON = 0.02  # another converter held the consumer, or events wait for an older transaction

@@ -15,7 +15,8 @@ import msgspec
 
 import kanthorq
 from kanthorq import TaskState
-from tests.conftest import Running, task_states, task_table, wait_until
+from kanthorq.database import DB_ERRORS
+from tests.conftest import Running, stream_table, task_states, task_table, wait_until
 
 AppFactory = Callable[..., kanthorq.App]
 Starter = Callable[..., Awaitable[Running]]
@@ -706,3 +707,188 @@ async def test_shutdown_hands_back_handlers_that_outlive_the_grace_period(
     row = await wait_state(db, "c", event_id, TaskState.COMPLETED, timeout=5)
     assert attempts == [1]
     assert row["attempt_count"] == 1
+
+
+async def test_cancelling_run_hands_back_running_tasks(
+    make_app: AppFactory, db: asyncpg.Connection
+) -> None:
+    app = make_app(shutdown_timeout=0.2)
+    started: list[str] = []
+
+    @app.subscribe("a.b", consumer="c", visibility_timeout=300)
+    async def handler(msg: kanthorq.Message) -> None:
+        started.append(msg.event.id)
+        await asyncio.Event().wait()
+
+    run = asyncio.create_task(app.run())
+    await wait_until(lambda: app.listener is not None and app.listener.connected.is_set())
+    event_id = await _publish_with(app, "a.b")
+    await wait_until(lambda: started == [event_id])
+    run.cancel()
+    done, _ = await asyncio.wait({run}, timeout=5)
+    assert done, "run() did not return after it was cancelled"
+    assert run.cancelled()
+    row = await task_row(db, "c", event_id)
+    assert row is not None
+    assert row["state"] == TaskState.RETRYABLE
+    assert row["attempt_count"] == 0
+
+
+async def _publish_with(app: kanthorq.App, subject: str) -> str:
+    async with app:
+        return await app.publish(subject)
+
+
+# ---- claiming ---------------------------------------------------------------------------
+
+
+async def test_never_claims_more_than_the_free_handler_slots(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    app = make_app()
+    running_now = 0
+    most = 0
+    release = asyncio.Event()
+    done: list[str] = []
+
+    @app.subscribe("a.b", consumer="c", concurrency=3)
+    async def handler(msg: kanthorq.Message) -> None:
+        nonlocal running_now, most
+        running_now += 1
+        most = max(most, running_now)
+        await release.wait()
+        running_now -= 1
+        done.append(msg.event.id)
+
+    await start_app(app)
+    ids = await app.publish_many([("a.b", b"") for _ in range(10)])
+    await wait_until(lambda: _states_are(db, {TaskState.RUNNING: 3, TaskState.AVAILABLE: 7}))
+    assert running_now == 3
+    release.set()
+    await wait_until(lambda: _states_are(db, {TaskState.COMPLETED: 10}))
+    assert sorted(done) == sorted(ids)
+    assert most == 3
+
+
+async def _states_are(db: asyncpg.Connection, expected: dict[int, int]) -> bool:
+    return await task_states(db, "c") == expected
+
+
+async def test_two_workers_on_one_consumer_run_each_task_once(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    handled: list[tuple[str, str]] = []
+    apps = [make_app(), make_app()]
+    for n, app in enumerate(apps):
+
+        async def handler(msg: kanthorq.Message, who: str = f"w{n}") -> None:
+            handled.append((who, msg.event.id))
+            await asyncio.sleep(0)
+
+        app.subscribe("a.>", consumer="c", concurrency=5)(handler)
+    for app in apps:
+        await start_app(app)
+    ids: list[str] = []
+    for batch in range(10):
+        ids += await apps[batch % 2].publish_many([("a.b", b"") for _ in range(20)])
+    await wait_until(lambda: _states_are(db, {TaskState.COMPLETED: len(ids)}))
+    assert sorted(event_id for _, event_id in handled) == sorted(ids)
+
+
+async def test_rescue_discards_a_task_whose_attempts_are_used_up(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    app = make_app()
+    attempts: list[int] = []
+    gate = asyncio.Event()
+
+    @app.subscribe("a.b", consumer="c", max_retries=0, visibility_timeout=30)
+    async def handler(msg: kanthorq.Message) -> None:
+        attempts.append(msg.task.attempt_count)
+        await gate.wait()
+
+    await start_app(app)
+    event_id = await app.publish("a.b")
+    await wait_until(lambda: attempts == [1])
+    table = await task_table(db, "c")
+    await db.execute(f"UPDATE {table} SET attempted_at = attempted_at - 60000")
+    row = await wait_state(db, "c", event_id, TaskState.DISCARDED)
+    assert "visibility timeout" in errors_of(row)[-1]["error"]
+    gate.set()  # the stalled handler returns late: its completion is fenced off
+    sentinel = await app.publish("a.b")
+    await wait_until(lambda: attempts == [1, 1])
+    gate.set()
+    await wait_state(db, "c", sentinel, TaskState.COMPLETED)
+    row = await task_row(db, "c", event_id)
+    assert row is not None
+    assert row["state"] == TaskState.DISCARDED
+    assert row["attempt_count"] == 1
+
+
+async def test_task_whose_event_was_deleted_is_discarded(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    app = make_app()
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    @app.subscribe("a.b", consumer="c", concurrency=1, max_retries=5)
+    async def handler(msg: kanthorq.Message) -> None:
+        seen.append(msg.event.id)
+        await gate.wait()
+
+    await start_app(app)
+    first = await app.publish("a.b")
+    await wait_until(lambda: seen == [first])
+    gone = await app.publish("a.b")
+    await wait_state(db, "c", gone, TaskState.AVAILABLE)
+    stream = await stream_table(db)
+    await db.execute(f"DELETE FROM {stream} WHERE id = $1", gone)
+    gate.set()
+    row = await wait_state(db, "c", gone, TaskState.DISCARDED)
+    assert seen == [first]
+    assert row["attempt_count"] == 1
+    assert "no longer exists" in errors_of(row)[-1]["error"]
+
+
+async def test_worker_recovers_when_its_connections_are_killed(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    app = make_app(poll_interval=0.3)
+    seen: list[str] = []
+
+    @app.subscribe("a.b", consumer="c")
+    async def handler(msg: kanthorq.Message) -> None:
+        seen.append(msg.event.id)
+
+    running = await start_app(app)
+    first = await app.publish("a.b")
+    await wait_until(lambda: seen == [first])
+
+    async def publish() -> str | None:
+        workers_died(running)
+        try:
+            return await app.publish("a.b")
+        except DB_ERRORS:  # the pool may hand out a connection the server just terminated
+            return None
+
+    rounds = 12  # the race it guards against shows up in one round of a few
+    for _ in range(rounds):
+        killed = await db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert killed >= 2  # the pool's connections and the listener's
+        event_id = await wait_until(publish, timeout=10)
+        await wait_until(lambda e=event_id: e in seen or workers_died(running), timeout=10)
+        assert event_id in seen
+    await wait_until(lambda: _states_are(db, {TaskState.COMPLETED: rounds + 1}))
+
+
+def workers_died(running: Running) -> bool:
+    """Raise what killed run(), if it ended."""
+    assert running.task is not None
+    if running.task.done():
+        running.task.result()
+        raise AssertionError("run() returned")
+    return False
