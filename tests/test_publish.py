@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import kanthorq
+from kanthorq.errors import InvalidSubject
 from kanthorq.ids import ID_RE, now_ms
+from kanthorq.subjects import validate_subject
 from tests.conftest import stream_table, wait_until
 
 
@@ -24,6 +29,14 @@ async def events(db: asyncpg.Connection, stream: str = "default") -> dict[str, a
     table = await stream_table(db, stream)
     rows = await db.fetch(f"SELECT id, subject, body, metadata, created_at FROM {table}")
     return {row["id"]: row for row in rows}
+
+
+def is_valid_subject(subject: str) -> bool:
+    try:
+        validate_subject(subject)
+    except InvalidSubject:
+        return False
+    return True
 
 
 def decoded(row: asyncpg.Record) -> object:
@@ -378,3 +391,61 @@ async def test_stream_registered_by_another_client(
             VALUES ('event_01j00000000000000000000002', 'go.two', 'x', '{{}}', 2)"""
     )
     assert await db.fetchval(f'SELECT count(txid) FROM "kanthorq_{stream_id}"') == 3
+
+
+# ---- round trips of generated subjects and metadata ------------------------------------
+
+_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8
+)
+_TOKEN = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters=".*>"),
+    min_size=1,
+    max_size=6,
+)
+_SUBJECT = st.lists(_TOKEN, min_size=1, max_size=4).map(".".join).filter(is_valid_subject)
+_METADATA = st.dictionaries(
+    _TEXT,
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**63 - 1),
+        # jsonb keeps numbers as numerics: beyond 2**53 a float comes back as an int
+        st.floats(min_value=-(2.0**53), max_value=2.0**53),
+        _TEXT,
+        st.lists(_TEXT, max_size=3),
+    ),
+    max_size=4,
+)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(items=st.lists(st.tuples(_SUBJECT, st.binary(max_size=16), _METADATA), max_size=20))
+async def test_any_valid_event_round_trips(
+    make_app: Callable[..., kanthorq.App], db: asyncpg.Connection, items: list[Any]
+) -> None:
+    """Whatever passes validation is stored exactly (subjects, bytes, jsonb metadata)."""
+    async with make_app(pool_size=1) as app:
+        ids = await app.publish_many(items, stream="roundtrip")
+        if items:
+            single = await app.publish(
+                items[0][0], items[0][1], metadata=items[0][2], stream="roundtrip"
+            )
+            ids.append(single)
+            items = [*items, items[0]]
+    if not ids:
+        return
+    table = await stream_table(db, "roundtrip")
+    rows = await db.fetch(
+        f"SELECT id, subject, body, metadata FROM {table} WHERE id = ANY($1::TEXT[])", ids
+    )
+    stored = {row["id"]: row for row in rows}
+    for event_id, (subject, body, metadata) in zip(ids, items, strict=True):
+        row = stored[event_id]
+        assert row["subject"] == subject
+        assert row["body"] == body
+        assert msgspec.json.decode(row["metadata"]) == metadata
