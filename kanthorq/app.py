@@ -179,8 +179,12 @@ class App:
             statement_cache_size=self.statement_cache_size,
         )
         if self.migrate:
-            async with pool.acquire() as conn:
-                await migrate.up(conn)
+            try:
+                async with pool.acquire() as conn:
+                    await migrate.up(conn)
+            except BaseException:
+                pool.terminate()  # a failed open keeps no connection
+                raise
         self._pool = pool
         self._registry = Registry(pool)
         self._notifier = Notifier(pool)

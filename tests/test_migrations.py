@@ -311,3 +311,36 @@ async def test_app_without_migrate_creates_nothing(server_dsn: str) -> None:
             assert versions(await migrate.pending(conn)) == []
         finally:
             await conn.close()
+
+
+async def test_a_failing_migration_leaves_nothing_behind(server_dsn: str) -> None:
+    """A migration that fails (here: a clashing function of another client) rolls back,
+    releases the lock, and the app that ran it keeps no connection open."""
+    async with scratch_database(server_dsn) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                "CREATE FUNCTION kanthorq_now_ms() RETURNS TEXT LANGUAGE sql AS $$ SELECT 'x' $$"
+            )
+            app = kanthorq.App(dsn, pool_size=3)
+            with pytest.raises(asyncpg.PostgresError, match="return type"):
+                await app.open()
+            with pytest.raises(kanthorq.KanthorQError, match="not open"):
+                await app.publish("a.b", b"x")
+            others = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert others == 0
+            assert (
+                await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+                == 0
+            )
+            assert await conn.fetchval("SELECT count(*) FROM kanthorq_migration") == 0
+            assert await kanthorq_tables(conn) == ["kanthorq_migration"]  # the rest rolled back
+            # once the clash is gone, the same app opens
+            await conn.execute("DROP FUNCTION kanthorq_now_ms()")
+            async with app:
+                await app.publish("a.b", b"x")
+        finally:
+            await conn.close()
