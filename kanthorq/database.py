@@ -48,7 +48,8 @@ def parse_dsn(dsn: object) -> Target:
         raise ConfigError(f"DSN is not a valid URI: {exc}") from None
     if parts.scheme not in _SCHEMES:
         raise ConfigError(
-            f"DSN must start with postgresql:// or postgres://, got {parts.scheme or dsn!r}"
+            "DSN must start with postgresql:// or postgres://, got "
+            + (f"{parts.scheme}://" if parts.scheme else "no scheme")  # never the password
         )
     query = parse_qs(parts.query)
     host = parts.hostname or (query.get("host") or ["localhost"])[0]

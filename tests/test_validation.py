@@ -483,6 +483,22 @@ def test_malformed_dsn_is_a_config_error(dsn: str) -> None:
         kanthorq.App(dsn)
 
 
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "//kq:hunter2secret@localhost/db",
+        "kq:hunter2secret@localhost/db",
+        "mysql://kq:hunter2secret@localhost/db",
+        "postgresql://kq:hunter2secret@localhost:abc/db",
+        "postgresql://kq:hunter2secret@[::1/db",
+    ],
+)
+def test_malformed_dsn_error_does_not_show_the_password(dsn: str) -> None:
+    with pytest.raises(ConfigError, match="DSN") as info:
+        kanthorq.App(dsn)
+    assert "hunter2secret" not in str(info.value)
+
+
 @pytest.mark.parametrize("dsn", [123, b"postgresql://localhost/x"])
 def test_dsn_must_be_a_str(dsn: Any) -> None:
     with pytest.raises(ConfigError, match="DSN"):
