@@ -56,11 +56,22 @@ class Registry:
     def forget(self) -> None:
         self._streams.clear()
 
-    async def stream(self, name: str) -> StreamRef:
-        """The stream called ``name``, created with its table if it does not exist yet."""
+    async def stream(
+        self, name: str, via: asyncpg.Connection | PoolConnectionProxy | None = None
+    ) -> StreamRef:
+        """The stream called ``name``, created with its table if it does not exist yet.
+
+        ``via``: the caller's connection, to look the stream up without waiting for one of
+        the pool's (which the callers in transactions may all hold).
+        """
         known = self._streams.get(name)
         if known is not None:
             return known
+        if via is not None:
+            row = await via.fetchrow(load("stream_get"), name)
+            if row is not None and row["ready"]:
+                known = self._streams[name] = StreamRef(id=row["id"], name=name)
+                return known
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(load("stream_get"), name)
             if row is None or not row["ready"]:
