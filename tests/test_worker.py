@@ -763,7 +763,7 @@ async def test_never_claims_more_than_the_free_handler_slots(
     await start_app(app)
     ids = await app.publish_many([("a.b", b"") for _ in range(10)])
     await wait_until(lambda: _states_are(db, {TaskState.RUNNING: 3, TaskState.AVAILABLE: 7}))
-    assert running_now == 3
+    await wait_until(lambda: running_now == 3)
     release.set()
     await wait_until(lambda: _states_are(db, {TaskState.COMPLETED: 10}))
     assert sorted(done) == sorted(ids)
