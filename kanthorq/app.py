@@ -197,6 +197,7 @@ class App:
         if self._opened or self._pool is None:
             return
         pool, self._pool = self._pool, None
+        self._publisher = None  # publishing after close is NotOpen, not a closed pool
         if self._notifier is not None:
             await self._notifier.close()
         await pool.close()

@@ -227,12 +227,14 @@ async def test_conn_from_a_busy_pool_does_not_wait_for_the_pool(
     (here the only one), waiting for another would never end."""
     async with make_app() as other:
         await other.publish("a.b", b"made elsewhere")
-    async with make_app(pool_size=1) as app:
-        async with app.pool.acquire() as conn, conn.transaction():
-            one = await asyncio.wait_for(app.publish("a.b", b"1", conn=conn), 5)
-        async with make_app(pool_size=1) as fresh, fresh.pool.acquire() as conn:
-            async with conn.transaction():
-                many = await asyncio.wait_for(fresh.publish_many([("a.b", b"2")], conn=conn), 5)
+    async with make_app(pool_size=1) as app, app.pool.acquire() as conn, conn.transaction():
+        one = await asyncio.wait_for(app.publish("a.b", b"1", conn=conn), 5)
+    async with (
+        make_app(pool_size=1) as fresh,
+        fresh.pool.acquire() as conn,
+        conn.transaction(),
+    ):
+        many = await asyncio.wait_for(fresh.publish_many([("a.b", b"2")], conn=conn), 5)
     assert {one, *many} <= set(await events(db))
 
 

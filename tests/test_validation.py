@@ -535,3 +535,18 @@ async def test_dsn_that_does_not_connect(dsn: str, named: str) -> None:
 
     with pytest.raises(ConnectionFailed, match=named):
         await database.connect(database.parse_dsn(dsn), timeout=5)
+
+
+async def test_publishing_after_close_is_refused(shared_dsn: str, db: asyncpg.Connection) -> None:
+    app = kanthorq.App(shared_dsn, pool_size=1)
+    async with app:
+        await app.publish("a.b", b"x", stream="closing")
+    before = await snapshot(db)
+    with pytest.raises(kanthorq.KanthorQError, match="not open"):
+        await app.publish("a.b", b"x", stream="closing")
+    with pytest.raises(kanthorq.KanthorQError, match="not open"):
+        await app.publish_many([("a.b", b"x")], stream="closing")
+    assert await snapshot(db) == before
+    # and it can be opened again
+    async with app:
+        await app.publish("a.b", b"x", stream="closing")
