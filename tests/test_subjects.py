@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import string
 
 import asyncpg
@@ -286,3 +287,48 @@ async def test_python_matcher_agrees_with_sql(
         if py != sq
     ]
     assert not disagree, disagree
+
+
+@st.composite
+def _consumer_case(draw: st.DrawFn) -> tuple[list[str], list[str], str]:
+    """Include and exclude filters around one subject, as a consumer would have them."""
+    pairs = draw(st.lists(_pair(), min_size=1, max_size=4))
+    subject = pairs[0][1]
+    patterns = list(dict.fromkeys(p for p, _ in pairs))
+    cut = draw(st.integers(1, len(patterns)))
+    return patterns[:cut], patterns[cut:], subject
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(cases=st.lists(_consumer_case(), min_size=1, max_size=30))
+async def test_selected_agrees_with_the_conversion_filter(
+    db: asyncpg.Connection, cases: list[tuple[list[str], list[str], str]]
+) -> None:
+    """The include/exclude test of convert.sql, fed the same arrays, agrees with selected()."""
+    rows = await db.fetch(
+        """
+        SELECT x.s ~ ANY (ARRAY(
+                   SELECT kanthorq_subject_regex(p) FROM unnest(x.inc) AS p)::TEXT[])
+               AND NOT x.s ~ ANY (ARRAY(
+                   SELECT kanthorq_subject_regex(p) FROM unnest(x.exc) AS p)::TEXT[]) AS m
+        FROM (
+            SELECT c->>'s' AS s, c->>'i' AS ord,
+                   ARRAY(SELECT jsonb_array_elements_text(c->'inc'))::VARCHAR(256)[] AS inc,
+                   ARRAY(SELECT jsonb_array_elements_text(c->'exc'))::VARCHAR(256)[] AS exc
+            FROM jsonb_array_elements($1::JSONB) AS c
+        ) AS x
+        ORDER BY x.ord::INT
+        """,
+        json.dumps(
+            [{"i": n, "s": s, "inc": inc, "exc": exc} for n, (inc, exc, s) in enumerate(cases)]
+        ),
+    )
+    in_sql = [row["m"] for row in rows]
+    in_python = [selected(inc, exc, s) for inc, exc, s in cases]
+    assert in_sql == in_python, [
+        (c, py) for c, py, sq in zip(cases, in_python, in_sql, strict=True) if py != sq
+    ]
