@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -264,7 +265,7 @@ class App:
         subs = self._selected(consumers)
         if not subs:
             raise ConfigError("this app has no subscriptions to run; use @app.subscribe(...)")
-        async with self:
+        async with self, self._worker_pool(len(subs)) as worker_pool:
             assert self._registry is not None
             assert self._target is not None
             workers = []
@@ -274,7 +275,7 @@ class App:
                     ConsumerWorker(
                         sub,
                         queries,
-                        self.pool,
+                        worker_pool,
                         poll_interval=self.poll_interval,
                         shutdown_timeout=self.shutdown_timeout,
                     )
@@ -295,6 +296,23 @@ class App:
             finally:
                 self._stop_all()
                 self._stop.clear()  # the app can run again
+
+    @contextlib.asynccontextmanager
+    async def _worker_pool(self, consumers: int) -> AsyncIterator[asyncpg.Pool]:
+        """The workers' own connections, apart from ``app.pool``: a handler that holds a
+        connection of ``app.pool`` while it awaits ``msg.ack()`` (or nack, cancel) must not
+        wait for the same pool, which other such handlers may hold to the last connection."""
+        assert self._target is not None
+        pool = await create_pool(
+            self._target,
+            min_size=1,
+            max_size=min(2 * consumers + 1, self.pool_size),
+            statement_cache_size=self.statement_cache_size,
+        )
+        try:
+            yield pool
+        finally:
+            await pool.close()
 
     def _stop_all(self) -> None:
         if self.listener is not None:

@@ -481,6 +481,34 @@ async def test_nack_in_the_callers_transaction(
     assert "in tx" in errors_of(row)[0]["error"]
 
 
+async def test_settling_while_holding_every_pool_connection_does_not_deadlock(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    """Handlers hold all of app.pool's connections while they await ack, nack or cancel:
+    the worker's own statements must not need those connections."""
+    app = make_app(pool_size=2)
+    results: dict[str, bool] = {}
+
+    @app.subscribe("a.*", consumer="c", concurrency=6, backoff=kanthorq.Fixed(delay=60))
+    async def handler(msg: kanthorq.Message) -> None:
+        async with app.pool.acquire() as conn:
+            await conn.execute("SELECT 1")
+            action = msg.event.subject.split(".")[1]
+            if action == "ack":
+                results[msg.event.id] = await msg.ack()
+            elif action == "nack":
+                results[msg.event.id] = await msg.nack("no")
+            else:
+                results[msg.event.id] = await msg.cancel()
+
+    await start_app(app)
+    ids = await app.publish_many([(f"a.{a}", b"") for a in ("ack", "nack", "cancel") * 4])
+    await wait_until(lambda: len(results) == len(ids), timeout=10)
+    assert all(results.values())
+    expected = {TaskState.COMPLETED: 4, TaskState.RETRYABLE: 4, TaskState.CANCELLED: 4}
+    await wait_until(lambda: _states_are(db, expected))
+
+
 # ---- filters, streams, fan-out, registration ------------------------------------------
 
 
