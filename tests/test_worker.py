@@ -53,7 +53,7 @@ async def wait_state(
 async def test_handler_return_completes_the_task(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     received: list[kanthorq.Message] = []
 
     @app.subscribe("order.created", consumer="email")
@@ -81,7 +81,7 @@ async def test_handler_return_completes_the_task(
 async def test_failures_retry_with_backoff_then_discard_after_max_retries(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     calls: list[int] = []
     discarded: list[tuple[kanthorq.Message, BaseException]] = []
 
@@ -161,7 +161,7 @@ async def test_retryable_task_waits_for_the_consumer_backoff(
 async def test_callable_backoff_gets_the_attempt_number(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     asked: list[int] = []
 
     def backoff(attempt: int) -> float:
@@ -188,7 +188,7 @@ async def test_callable_backoff_gets_the_attempt_number(
 async def test_retry_exception_sets_the_next_attempt_time(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     calls: list[float] = []
 
     # the consumer's own backoff is long: Retry(delay=...) must win over it
@@ -212,7 +212,7 @@ async def test_retry_exception_sets_the_next_attempt_time(
 async def test_discard_exception_discards_at_once(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     calls: list[int] = []
     discarded: list[tuple[str, BaseException]] = []
 
@@ -249,7 +249,7 @@ async def test_discard_exception_discards_at_once(
 async def test_struct_annotated_handler_receives_the_decoded_body(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     received: list[Order] = []
 
     @app.subscribe("order.created", consumer="orders")
@@ -265,7 +265,7 @@ async def test_struct_annotated_handler_receives_the_decoded_body(
 async def test_body_that_fails_to_decode_retries_then_is_discarded(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     received: list[Order] = []
     discarded: list[BaseException] = []
 
@@ -303,7 +303,7 @@ async def test_body_that_fails_to_decode_retries_then_is_discarded(
 
 
 async def test_ack_twice(make_app: AppFactory, start_app: Starter, db: asyncpg.Connection) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     results: list[bool] = []
 
     @app.subscribe("a.b", consumer="c")
@@ -323,7 +323,7 @@ async def test_ack_twice(make_app: AppFactory, start_app: Starter, db: asyncpg.C
 
 
 async def test_nack_twice(make_app: AppFactory, start_app: Starter, db: asyncpg.Connection) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     results: list[bool] = []
 
     @app.subscribe("a.b", consumer="c", max_retries=3, backoff=kanthorq.Fixed(delay=60))
@@ -353,7 +353,7 @@ async def test_nack_twice(make_app: AppFactory, start_app: Starter, db: asyncpg.
 async def test_nack_on_last_attempt_discards(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     discarded: list[str] = []
 
     async def on_discard(msg: kanthorq.Message, exc: BaseException) -> None:
@@ -373,7 +373,7 @@ async def test_nack_on_last_attempt_discards(
 async def test_cancel_twice(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     results: list[tuple[str, bool]] = []
 
     @app.subscribe("a.b", consumer="c", max_retries=3, backoff=kanthorq.Fixed(delay=0.01))
@@ -402,7 +402,7 @@ async def test_ack_in_the_callers_transaction_commits_with_the_business_write(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
     await db.execute("CREATE TABLE business (event_id TEXT PRIMARY KEY)")
-    app = make_app()
+    app = make_app(poll_interval=30)
     results: list[bool] = []
 
     @app.subscribe("a.b", consumer="c")
@@ -424,7 +424,7 @@ async def test_ack_in_a_rolled_back_transaction_leaves_the_task_running_until_re
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
     await db.execute("CREATE TABLE business (event_id TEXT PRIMARY KEY)")
-    app = make_app()
+    app = make_app()  # its poll rescues the task
     attempts: list[int] = []
     returned: list[str] = []
 
@@ -468,7 +468,7 @@ async def test_ack_in_a_rolled_back_transaction_leaves_the_task_running_until_re
 async def test_nack_in_the_callers_transaction(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
 
     @app.subscribe("a.b", consumer="c", backoff=kanthorq.Fixed(delay=60))
     async def handler(msg: kanthorq.Message) -> None:
@@ -486,7 +486,7 @@ async def test_settling_while_holding_every_pool_connection_does_not_deadlock(
 ) -> None:
     """Handlers hold all of app.pool's connections while they await ack, nack or cancel:
     the worker's own statements must not need those connections."""
-    app = make_app(pool_size=2)
+    app = make_app(pool_size=2, poll_interval=30)
     results: dict[str, bool] = {}
 
     @app.subscribe("a.*", consumer="c", concurrency=6, backoff=kanthorq.Fixed(delay=60))
@@ -515,7 +515,7 @@ async def test_settling_while_holding_every_pool_connection_does_not_deadlock(
 async def test_include_and_exclude_filters_with_wildcards(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     seen: list[str] = []
 
     @app.subscribe(
@@ -555,7 +555,7 @@ async def test_include_and_exclude_filters_with_wildcards(
 async def test_stream_option_reads_only_its_stream(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     seen: list[str] = []
 
     @app.subscribe("order.created", consumer="audit", stream="orders")
@@ -583,7 +583,7 @@ async def test_stream_option_reads_only_its_stream(
 async def test_two_consumers_on_one_subject_each_get_their_own_task(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     refund_calls: list[int] = []
 
     @app.subscribe("order.cancelled", consumer="email")
@@ -610,7 +610,7 @@ async def test_two_consumers_on_one_subject_each_get_their_own_task(
 async def test_reregistering_a_consumer_updates_its_filters_and_budget(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    first = make_app()
+    first = make_app(poll_interval=30)
 
     @first.subscribe("a.*", consumer="c", max_retries=3, visibility_timeout=60)
     async def one(msg: kanthorq.Message) -> None:
@@ -625,7 +625,7 @@ async def test_reregistering_a_consumer_updates_its_filters_and_budget(
     consumer_id = row["id"]
     await running.stop()
 
-    second = make_app()
+    second = make_app(poll_interval=30)
     seen: list[str] = []
 
     @second.subscribe(["b.>"], exclude=["b.x"], consumer="c", max_retries=1, visibility_timeout=12)
@@ -654,7 +654,7 @@ async def test_reregistering_a_consumer_updates_its_filters_and_budget(
 async def test_shutdown_waits_for_running_handlers_and_claims_nothing_new(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app(shutdown_timeout=10)
+    app = make_app(shutdown_timeout=10, poll_interval=30)
     started: list[str] = []
     finished: list[str] = []
     release = asyncio.Event()
@@ -691,7 +691,7 @@ async def test_shutdown_waits_for_running_handlers_and_claims_nothing_new(
 async def test_shutdown_hands_back_handlers_that_outlive_the_grace_period(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app(shutdown_timeout=0.3)
+    app = make_app(shutdown_timeout=0.3, poll_interval=30)
     started: list[str] = []
     cancelled: list[str] = []
 
@@ -724,7 +724,7 @@ async def test_shutdown_hands_back_handlers_that_outlive_the_grace_period(
     assert "shutdown" in errors_of(row)[-1]["error"]
 
     # handed back at once: another worker runs it without waiting for the visibility timeout
-    again = make_app()
+    again = make_app(poll_interval=30)
     attempts: list[int] = []
 
     @again.subscribe("a.b", consumer="c", visibility_timeout=300)
@@ -740,7 +740,7 @@ async def test_shutdown_hands_back_handlers_that_outlive_the_grace_period(
 async def test_cancelling_run_hands_back_running_tasks(
     make_app: AppFactory, db: asyncpg.Connection
 ) -> None:
-    app = make_app(shutdown_timeout=0.2)
+    app = make_app(shutdown_timeout=0.2, poll_interval=30)
     started: list[str] = []
 
     @app.subscribe("a.b", consumer="c", visibility_timeout=300)
@@ -773,7 +773,7 @@ async def _publish_with(app: kanthorq.App, subject: str) -> str:
 async def test_never_claims_more_than_the_free_handler_slots(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     running_now = 0
     most = 0
     release = asyncio.Event()
@@ -806,7 +806,7 @@ async def test_two_workers_on_one_consumer_run_each_task_once(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
     handled: list[tuple[str, str]] = []
-    apps = [make_app(), make_app()]
+    apps = [make_app(poll_interval=30), make_app(poll_interval=30)]
     for n, app in enumerate(apps):
 
         async def handler(msg: kanthorq.Message, who: str = f"w{n}") -> None:
@@ -856,7 +856,7 @@ async def test_rescue_discards_a_task_whose_attempts_are_used_up(
 async def test_task_whose_event_was_deleted_is_discarded(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
-    app = make_app()
+    app = make_app(poll_interval=30)
     seen: list[str] = []
     gate = asyncio.Event()
 
