@@ -321,3 +321,28 @@ async def test_concurrent_publishers_with_random_commit_delays(
     assert max(handled.values()) == 1  # no failures, so each ran once
     stream = await stream_table(db)
     assert await db.fetchval(f"SELECT count(*) FROM {stream}") == len(matching) + len(skipped)
+
+
+async def test_a_new_consumer_converts_the_whole_backlog_in_batches(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    """Events published before the consumer existed, more than one conversion batch of
+    them, all become tasks exactly once."""
+    app = make_app(poll_interval=30)
+    async with app:
+        ids = await app.publish_many(
+            [("bulk.go" if i % 2 else "bulk.skip", b"") for i in range(2500)]
+        )
+        ids += await app.publish_many([("bulk.go", b"") for _ in range(10)])
+    wanted = {event_id for i, event_id in enumerate(ids) if i % 2 or i >= 2500}
+    handled: Counter[str] = Counter()
+
+    @app.subscribe("bulk.go", consumer="c", concurrency=50)
+    async def handler(msg: kanthorq.Message) -> None:
+        handled[msg.event.id] += 1
+
+    await start_app(app)
+    await wait_until(lambda: len(handled) == len(wanted), timeout=30)
+    assert set(handled) == wanted
+    assert max(handled.values()) == 1
+    assert sorted(await task_ids(db, "c")) == sorted(wanted)
