@@ -143,7 +143,7 @@ async def test_retryable_task_waits_for_the_consumer_backoff(
     row = await wait_state(db, "jobs", event_id, TaskState.RETRYABLE)
     [error] = errors_of(row)
     assert error["error"] == "RuntimeError: first attempt fails"
-    assert 29_900 <= row["schedule_at"] - error["at"] <= 30_500
+    assert 29_900 <= row["schedule_at"] - error["at"] <= 32_000
     assert row["schedule_at"] > await db.fetchval("SELECT kanthorq_now_ms()")
     assert row["finalized_at"] == 0
     assert calls == [1]
@@ -182,7 +182,7 @@ async def test_callable_backoff_gets_the_attempt_number(
     row = await wait_until(second_failure)
     assert row["state"] == TaskState.RETRYABLE
     assert asked == [1, 2]
-    assert 39_900 <= row["schedule_at"] - errors_of(row)[-1]["at"] <= 40_500
+    assert 39_900 <= row["schedule_at"] - errors_of(row)[-1]["at"] <= 42_000
 
 
 async def test_retry_exception_sets_the_next_attempt_time(
