@@ -128,3 +128,40 @@ async def test_events_published_while_the_listener_is_down_are_caught_up(
     assert await db.fetchval("SELECT pg_terminate_backend($1)", old_pid)
     await wait_until(lambda: len(seen) == 1, timeout=POLL * 0.8)
     assert time.monotonic() - start < FAST
+
+
+async def test_the_poll_finds_events_written_without_a_notification(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    app = make_app(poll_interval=0.3)
+    seen: list[str] = []
+
+    @app.subscribe("a.>", consumer="c")
+    async def handler(msg: kanthorq.Message) -> None:
+        seen.append(msg.event.id)
+
+    await start_app(app)
+    stream = await stream_table(db)
+    event_id = new_id("event")
+    # a client that writes only the contract's columns and sends no notification
+    await db.execute(
+        f"INSERT INTO {stream} (id, subject, body, metadata, created_at) "
+        "VALUES ($1, 'a.raw', 'x', '{}', kanthorq_now_ms())",
+        event_id,
+    )
+    await wait_until(lambda: seen == [event_id], timeout=5)
+
+
+async def test_an_app_runs_again_after_shutdown(make_app: AppFactory, start_app: Starter) -> None:
+    app = make_app(poll_interval=POLL)
+    seen: dict[str, float] = {}
+
+    @app.subscribe("a.>", consumer="c")
+    async def handler(msg: kanthorq.Message) -> None:
+        seen[msg.event.id] = time.monotonic()
+
+    running = await start_app(app)
+    assert await _handled_within(app, seen, "a.one") < FAST
+    await running.stop()
+    await start_app(app)
+    assert await _handled_within(app, seen, "a.two") < FAST
