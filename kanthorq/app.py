@@ -321,5 +321,8 @@ class App:
             worker.stop()
 
     async def shutdown(self) -> None:
-        """Ask :meth:`run` to stop claiming, finish (or hand back) its tasks, and return."""
+        """Ask :meth:`run` to stop claiming, finish (or hand back) its tasks, and return.
+
+        It returns at once; ``run()`` returns when the workers have drained."""
         self._stop.set()
+        self._stop_all()  # no claim starts after this, even one whose reply is on its way

@@ -33,6 +33,8 @@ CONVERT_BATCH = 1000
 CLAIM_BATCH = 100
 SOON = 0.02  # another converter held the consumer, or events wait for an older transaction
 MAX_ERROR_BACKOFF = 5.0
+FALLBACK_DELAY = 60.0  # the retry delay when the consumer's backoff policy itself fails
+CANCEL_GRACE = 5.0  # how long shutdown waits for cancelled handlers to unwind
 
 
 def error_record(attempt: int, exc: BaseException, *, with_traceback: bool = True) -> bytes:
@@ -181,6 +183,9 @@ class ConsumerWorker:
             return
         want = min(free, CLAIM_BATCH)
         claimed = await self.queries.claim(self._pool, want)
+        if self._stopping.is_set():  # stopped while the claim was on its way: give it back
+            await self._hand_back([Message(_event(c), c.task, self) for c in claimed])
+            return
         for item in claimed:
             self._start(item)
         self._more = len(claimed) == want
@@ -193,7 +198,7 @@ class ConsumerWorker:
             self._soon(min(max((due - now_ms()) / 1000, SOON), self._poll))
 
     def _start(self, item: Claimed) -> None:
-        msg = Message(item.event or _missing(item), item.task, self)
+        msg = Message(_event(item), item.task, self)
         task = asyncio.get_running_loop().create_task(self._execute(item, msg))
         self._running[task] = msg
         task.add_done_callback(self._done)
@@ -255,11 +260,7 @@ class ConsumerWorker:
     ) -> bool:
         attempt = msg.task.attempt_count
         discard = discard or attempt >= self.sub.attempt_max
-        seconds = (
-            0.0
-            if discard
-            else (delay if delay is not None else delay_for(self.sub.backoff, attempt))
-        )
+        seconds = 0.0 if discard else self._retry_delay(attempt, delay)
         try:
             changed = await self.queries.fail(
                 conn or self._pool,
@@ -289,6 +290,21 @@ class ConsumerWorker:
         else:
             self._soon(max(seconds, SOON))
         return changed
+
+    def _retry_delay(self, attempt: int, asked: float | None) -> float:
+        if asked is not None:
+            return asked
+        try:
+            return delay_for(self.sub.backoff, attempt)
+        except Exception:
+            # a broken policy must not leave the task running until its visibility timeout
+            logger.exception(
+                "consumer %s: the backoff policy failed for attempt %d; retrying after %.0fs",
+                self.sub.name,
+                attempt,
+                FALLBACK_DELAY,
+            )
+            return FALLBACK_DELAY
 
     async def _discarded(self, msg: Message, exc: BaseException) -> None:
         logger.warning(
@@ -346,8 +362,17 @@ class ConsumerWorker:
         for task in leftover:
             task.cancel()
         if leftover:
-            await asyncio.wait(list(leftover))
-            await self._hand_back(list(leftover.values()))
+            _, stuck = await asyncio.wait(list(leftover), timeout=CANCEL_GRACE)
+            if stuck:
+                # a handler that swallows cancellation still runs: handing its task back
+                # would run it twice at once, so it returns after the visibility timeout
+                logger.error(
+                    "consumer %s: %d handlers ignored cancellation; their tasks are not "
+                    "handed back",
+                    self.sub.name,
+                    len(stuck),
+                )
+            await self._hand_back([msg for task, msg in leftover.items() if task not in stuck])
         await self._completer.close()
 
     async def _hand_back(self, messages: list[Message]) -> None:
@@ -376,5 +401,8 @@ class ConsumerWorker:
         logger.info("consumer %s: handed back %d running tasks", self.sub.name, len(handed))
 
 
-def _missing(item: Claimed) -> Event:
+def _event(item: Claimed) -> Event:
+    """The claimed task's event, or a stand-in with an empty body when it was deleted."""
+    if item.event is not None:
+        return item.event
     return Event(id=item.task.event_id, subject=item.task.subject, body=b"")

@@ -1,0 +1,77 @@
+"""Edges of failure handling: a broken backoff policy, a handler that ignores cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import pytest
+
+import kanthorq
+from kanthorq import worker as worker_module
+from tests.conftest import Running, task_table, wait_until
+
+
+async def test_a_backoff_policy_that_raises_still_schedules_a_retry(
+    make_app: Callable[..., kanthorq.App],
+    start_app: Callable[..., Awaitable[Running]],
+    db: asyncpg.Connection,
+) -> None:
+    app = make_app()
+
+    def broken(attempt: int) -> float:
+        raise ZeroDivisionError("policy bug")
+
+    @app.subscribe("a", consumer="c", backoff=broken)
+    async def handler(msg: kanthorq.Message) -> None:
+        raise RuntimeError("handler failed")
+
+    await start_app(app)
+    before_ms = time.time() * 1000
+    await app.publish("a")
+    table = await task_table(db, "c")
+
+    async def retryable() -> asyncpg.Record | None:
+        return await db.fetchrow(f"SELECT * FROM {table} WHERE state = 102")
+
+    row = await wait_until(retryable)
+    # not stuck in running until the visibility timeout: retried after the fallback delay
+    fallback_ms = worker_module.FALLBACK_DELAY * 1000
+    assert row["schedule_at"] >= before_ms + fallback_ms - 1000
+    assert row["attempt_count"] == 1
+
+
+async def test_a_handler_that_ignores_cancellation_is_not_handed_back(
+    make_app: Callable[..., kanthorq.App],
+    db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker_module, "CANCEL_GRACE", 0.3)
+    app = make_app(shutdown_timeout=0.2)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @app.subscribe("a", consumer="c")
+    async def stubborn(msg: kanthorq.Message) -> None:
+        started.set()
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # swallows the shutdown's cancellation
+
+    run = asyncio.create_task(app.run())
+    try:
+        await wait_until(lambda: app.listener is not None and app.listener.connected.is_set())
+        await app.publish("a")
+        await asyncio.wait_for(started.wait(), 10)
+        await app.shutdown()
+        await asyncio.wait_for(asyncio.shield(run), 10)  # shutdown does not hang on it
+        table = await task_table(db, "c")
+        # still running (it is): not handed back for a second, concurrent run
+        assert await db.fetchval(f"SELECT state FROM {table}") == kanthorq.TaskState.RUNNING
+    finally:
+        release.set()
+        await asyncio.gather(run, return_exceptions=True)
