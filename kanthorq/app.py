@@ -16,7 +16,7 @@ import asyncpg
 
 from kanthorq import embedded, migrate
 from kanthorq.database import Conn, Target, create_pool, parse_dsn, resolve_dsn
-from kanthorq.errors import ConfigError, NotOpen
+from kanthorq.errors import ConfigError, NotOpen, SchemaNotReady
 from kanthorq.ids import validate_name
 from kanthorq.listener import Listener
 from kanthorq.policies import BackoffFn
@@ -179,19 +179,30 @@ class App:
             max_size=self.pool_size,
             statement_cache_size=self.statement_cache_size,
         )
-        if self.migrate:
-            try:
-                async with pool.acquire() as conn:
-                    await migrate.up(conn)
-            except BaseException:
-                pool.terminate()  # a failed open keeps no connection
-                raise
+        try:
+            async with pool.acquire() as conn:
+                await self._prepare_schema(conn)
+        except BaseException:
+            pool.terminate()  # a failed open keeps no connection
+            raise
         self._pool = pool
         self._registry = Registry(pool)
         self._notifier = Notifier(pool)
         self._publisher = Publisher(
             pool, self._registry, self._notifier, max_body_size=self.max_body_size
         )
+
+    async def _prepare_schema(self, conn: Conn) -> None:
+        if self.migrate:
+            await migrate.up(conn)
+            return
+        pending = await migrate.pending(conn)
+        if pending:
+            names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
+            raise SchemaNotReady(
+                f"the database lacks kanthorq's schema (migrations not applied: {names}); "
+                "run `kanthorq migrate up`, or open the app with App(migrate=True)"
+            )
 
     async def close(self) -> None:
         self._opened = max(self._opened - 1, 0)

@@ -50,6 +50,10 @@ class ConsumerConflict(KanthorQError):
     """A consumer with this name already exists on another stream."""
 
 
+class SchemaNotReady(KanthorQError):
+    """The database lacks kanthorq's schema: run `kanthorq migrate up`, or App(migrate=True)."""
+
+
 class NotOpen(KanthorQError):
     """The app is not open: use `async with app:` or `await app.run()` first."""
 

@@ -15,6 +15,7 @@ import pytest
 
 import kanthorq
 from kanthorq import migrate
+from kanthorq.errors import SchemaNotReady
 from kanthorq.sqlfiles import migrations
 from kanthorq.store import ConsumerSpec, Registry
 from tests.conftest import with_database
@@ -302,8 +303,11 @@ async def test_registry_tables_follow_the_storage_contract(scratch: asyncpg.Conn
 
 async def test_app_without_migrate_creates_nothing(server_dsn: str) -> None:
     async with scratch_database(server_dsn) as dsn:
-        async with kanthorq.App(dsn, migrate=False) as app:
-            assert app.pool is not None
+        app = kanthorq.App(dsn, migrate=False)
+        with pytest.raises(SchemaNotReady, match="kanthorq migrate up"):
+            await app.open()
+        with pytest.raises(kanthorq.KanthorQError):
+            _ = app.pool  # the failed open keeps nothing open
         conn = await asyncpg.connect(dsn)
         try:
             assert await kanthorq_tables(conn) == []
