@@ -85,8 +85,9 @@ class App:
         self._notifier: Notifier | None = None
         self._publisher: Publisher | None = None
         self._opened = 0
-        self._open_lock = asyncio.Lock()
-        self._stop = asyncio.Event()  # set by shutdown(), even before run() has started
+        self._open_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._stop_requested = False  # shutdown() was called, maybe before run() started
+        self._stop: asyncio.Event | None = None  # the running run()'s, in its event loop
         self.workers: dict[str, ConsumerWorker] = {}
         self.listener: Listener | None = None
 
@@ -158,7 +159,7 @@ class App:
 
     async def open(self) -> None:
         """Open the pool (and apply migrations); nested and concurrent opens share it."""
-        async with self._open_lock:  # two concurrent first opens must not make two pools
+        async with self._lock():  # two concurrent first opens must not make two pools
             self._opened += 1
             if self._pool is not None:
                 return
@@ -167,6 +168,13 @@ class App:
             except BaseException:
                 self._opened -= 1
                 raise
+
+    def _lock(self) -> asyncio.Lock:
+        """The open lock of the running event loop (an app may be used from several)."""
+        loop = asyncio.get_running_loop()
+        if self._open_lock is None or self._open_lock[0] is not loop:
+            self._open_lock = (loop, asyncio.Lock())
+        return self._open_lock[1]
 
     async def _connect(self) -> None:
         if self._dsn is None:
@@ -276,6 +284,22 @@ class App:
         subs = self._selected(consumers)
         if not subs:
             raise ConfigError("this app has no subscriptions to run; use @app.subscribe(...)")
+        if self._stop is not None:
+            raise ConfigError(
+                "this app is running already; run it once, or give another App the other "
+                "consumers (run(consumers=[...]) chooses them)"
+            )
+        self._stop = asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
+        try:
+            await self._run(subs, self._stop)
+        finally:
+            self._stop_all()
+            self._stop = None
+            self._stop_requested = False  # the app can run again
+
+    async def _run(self, subs: list[Subscription], stop: asyncio.Event) -> None:
         async with self, self._worker_pool(len(subs)) as worker_pool:
             assert self._registry is not None
             assert self._target is not None
@@ -302,11 +326,10 @@ class App:
                     tg.start_soon(self.listener.run)
                     for worker in workers:
                         tg.start_soon(worker.run)
-                    await self._stop.wait()
+                    await stop.wait()
                     self._stop_all()
             finally:
                 self._stop_all()
-                self._stop.clear()  # the app can run again
 
     @contextlib.asynccontextmanager
     async def _worker_pool(self, consumers: int) -> AsyncIterator[asyncpg.Pool]:
@@ -334,6 +357,9 @@ class App:
     async def shutdown(self) -> None:
         """Ask :meth:`run` to stop claiming, finish (or hand back) its tasks, and return.
 
-        It returns at once; ``run()`` returns when the workers have drained."""
-        self._stop.set()
+        It returns at once; ``run()`` returns when the workers have drained. Called before
+        ``run()``, it makes the next ``run()`` stop at once."""
+        self._stop_requested = True
+        if self._stop is not None:
+            self._stop.set()
         self._stop_all()  # no claim starts after this, even one whose reply is on its way

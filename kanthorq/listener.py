@@ -71,16 +71,18 @@ class Listener:
                     await asyncio.wait_for(self._stopping.wait(), backoff)
 
     async def _session(self) -> None:
+        self._lost.clear()  # before connecting: a stop() from here on is not lost
+        if self._stopping.is_set():
+            return
         conn = await connect(self._target)
         self.connection = conn
-        self._lost.clear()
         conn.add_termination_listener(self._on_lost)
         try:
             for channel in self._channels:
                 await conn.add_listener(channel, self._on_notify)
             self.connected.set()
             self._wake_all()  # catch up on what was published while we were not listening
-            while not self._lost.is_set():
+            while not self._lost.is_set() and not self._stopping.is_set():
                 try:
                     await asyncio.wait_for(self._lost.wait(), self._check_interval)
                 except TimeoutError:
