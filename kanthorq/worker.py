@@ -37,14 +37,24 @@ FALLBACK_DELAY = 60.0  # the retry delay when the consumer's backoff policy itse
 CANCEL_GRACE = 5.0  # how long shutdown waits for cancelled handlers to unwind
 
 
+def _storable(text: str) -> str:
+    """Text that jsonb can hold: no NUL, no lone surrogate (both are escaped instead)."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_record(attempt: int, exc: BaseException, *, with_traceback: bool = True) -> bytes:
+    """One element of ``attempted_error``: when, which attempt, the error, its traceback."""
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ fails still gets recorded
+        message = "<unprintable>"
     record: dict[str, object] = {
         "at": now_ms(),
         "attempt": attempt,
-        "error": f"{type(exc).__name__}: {exc}",
+        "error": _storable(f"{type(exc).__name__}: {message}"),
     }
     if with_traceback:
-        record["traceback"] = "".join(traceback.format_exception(exc))
+        record["traceback"] = _storable("".join(traceback.format_exception(exc)))
     return msgspec.json.encode(record)
 
 
@@ -164,18 +174,19 @@ class ConsumerWorker:
             )
 
     async def _convert(self) -> None:
-        while True:
-            result = await self.queries.convert(self._pool, CONVERT_BATCH)
-            if not result.locked:
-                self._soon(SOON)  # another worker converts; look again shortly
-                return
-            if result.scanned < CONVERT_BATCH:
-                # committed events wait behind an older transaction still running: look
-                # again soon, backing off while that transaction stays open
-                self._waiting_streak = self._waiting_streak + 1 if result.waiting else 0
-                if result.waiting:
-                    self._soon(min(SOON * 2 ** min(self._waiting_streak, 10), self._poll))
-                return
+        """One batch per step, so claims (and a shutdown) never wait behind a backlog."""
+        result = await self.queries.convert(self._pool, CONVERT_BATCH)
+        if not result.locked:
+            self._soon(SOON)  # another worker converts; look again shortly
+        elif result.scanned == CONVERT_BATCH:
+            self._convert_due = True  # more to convert: the next step goes on
+            self._step_now()
+        else:
+            # committed events wait behind an older transaction still running: look again
+            # soon, backing off while that transaction stays open
+            self._waiting_streak = self._waiting_streak + 1 if result.waiting else 0
+            if result.waiting:
+                self._soon(min(SOON * 2 ** min(self._waiting_streak, 10), self._poll))
 
     async def _fill(self) -> None:
         free = self.sub.concurrency - len(self._running)
@@ -193,9 +204,9 @@ class ConsumerWorker:
             if len(self._running) < self.sub.concurrency:
                 self._step_now()
             return
-        due = await self.queries.next_due(self._pool)
-        if due is not None:
-            self._soon(min(max((due - now_ms()) / 1000, SOON), self._poll))
+        due_in_ms = await self.queries.next_due(self._pool)
+        if due_in_ms is not None:
+            self._soon(min(max(due_in_ms / 1000, SOON), self._poll))
 
     def _start(self, item: Claimed) -> None:
         msg = Message(_event(item), item.task, self)
@@ -224,6 +235,11 @@ class ConsumerWorker:
             await self._failed(msg, exc, delay=exc.delay)
         except Discard as exc:
             await self._failed(msg, exc, discard=True)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker cancelled it (shutdown): it is handed back
+            await self._failed(msg, exc)  # the handler's own code raised it
         except Exception as exc:
             await self._failed(msg, exc)
         else:

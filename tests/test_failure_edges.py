@@ -75,3 +75,82 @@ async def test_a_handler_that_ignores_cancellation_is_not_handed_back(
     finally:
         release.set()
         await asyncio.gather(run, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("a NUL \x00 in the message"),
+        ValueError("a lone surrogate \udc80 in the message"),
+        asyncio.CancelledError("the handler's own code cancelled something"),
+    ],
+    ids=["nul", "surrogate", "cancelled"],
+)
+async def test_any_handler_error_is_recorded_and_retried(
+    make_app: Callable[..., kanthorq.App],
+    start_app: Callable[..., Awaitable[Running]],
+    db: asyncpg.Connection,
+    error: BaseException,
+) -> None:
+    app = make_app()
+
+    @app.subscribe("a", consumer="c", max_retries=1, backoff=kanthorq.Fixed(delay=0.01))
+    async def handler(msg: kanthorq.Message) -> None:
+        raise error
+
+    await start_app(app)
+    await app.publish("a")
+    table = await task_table(db, "c")
+
+    async def discarded() -> asyncpg.Record | None:
+        return await db.fetchrow(f"SELECT * FROM {table} WHERE state = -102")
+
+    row = await wait_until(discarded)
+    assert row["attempt_count"] == 2
+    assert len(row["attempted_error"]) == 2
+    assert type(error).__name__ in row["attempted_error"][0]
+
+
+async def test_nack_with_a_nul_in_its_reason_is_recorded(
+    make_app: Callable[..., kanthorq.App],
+    start_app: Callable[..., Awaitable[Running]],
+    db: asyncpg.Connection,
+) -> None:
+    app = make_app()
+    results: list[bool] = []
+
+    @app.subscribe("a", consumer="c", max_retries=0)
+    async def handler(msg: kanthorq.Message) -> None:
+        results.append(await msg.nack("bad \x00 reason"))
+
+    await start_app(app)
+    await app.publish("a")
+    await wait_until(lambda: results)
+    assert results == [True]
+    table = await task_table(db, "c")
+    assert await db.fetchval(f"SELECT state FROM {table}") == kanthorq.TaskState.DISCARDED
+
+
+async def test_a_big_backlog_neither_delays_claims_nor_shutdown(
+    make_app: Callable[..., kanthorq.App],
+) -> None:
+    app = make_app(shutdown_timeout=1)
+    async with app:
+        for _ in range(6):
+            await app.publish_many([("a", b"") for _ in range(2_000)])
+    handled = asyncio.Event()
+
+    @app.subscribe("a", consumer="c")
+    async def handler(msg: kanthorq.Message) -> None:
+        handled.set()
+
+    loop = asyncio.get_running_loop()
+    run = asyncio.create_task(app.run())
+    try:
+        # the first handler runs after one conversion batch, not after all of them
+        await asyncio.wait_for(handled.wait(), 10)
+    finally:
+        started = loop.time()
+        await app.shutdown()
+        await asyncio.wait_for(run, 10)
+    assert loop.time() - started < 5
