@@ -54,6 +54,11 @@ class SchemaNotReady(KanthorQError):
     """The database lacks kanthorq's schema: run `kanthorq migrate up`, or App(migrate=True)."""
 
 
+class StaleTask(KanthorQError):
+    """The task is no longer running with this attempt: a settle in the caller's transaction
+    changed nothing, so that transaction should roll back."""
+
+
 class NotOpen(KanthorQError):
     """The app is not open: use `async with app:` or `await app.run()` first."""
 

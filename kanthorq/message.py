@@ -33,7 +33,9 @@ class Message:
     ``ack``, ``nack`` and ``cancel`` are safe to call twice: only the first call acts. With
     ``conn=`` (an asyncpg connection in a transaction) the change joins that transaction, so
     the handler's own writes and the task's completion commit together. Each returns whether
-    the task changed (False when the attempt is stale: the task was rescued meanwhile).
+    the task changed: False when the attempt is stale (the task was rescued meanwhile), and
+    with ``conn=`` a stale attempt raises :class:`kanthorq.errors.StaleTask` instead, so the
+    transaction rolls back and its writes are made once, by the attempt that holds the task.
     """
 
     __slots__ = ("_settler", "event", "in_transaction", "settled", "task")

@@ -71,7 +71,14 @@ def validate_filter(pattern: object) -> str:
 
 def validate_filters(patterns: str | Iterable[str], what: str) -> tuple[str, ...]:
     """Validate one filter or a list of them; an empty list is refused for includes."""
-    items: Sequence[object] = [patterns] if isinstance(patterns, str) else list(patterns)
+    if isinstance(patterns, str):
+        items: Sequence[object] = [patterns]
+    elif isinstance(patterns, Iterable):
+        items = list(patterns)
+    else:
+        raise InvalidSubject(
+            f"{what} must be a subject filter or a list of them, got {type(patterns).__name__}"
+        )
     result = tuple(validate_filter(p) for p in items)
     if len(set(result)) != len(result):
         raise InvalidSubject(f"{what} has duplicate filters: {list(result)!r}")

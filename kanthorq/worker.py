@@ -20,7 +20,7 @@ import msgspec
 from kanthorq.completer import Completer
 from kanthorq.database import DB_ERRORS, Conn
 from kanthorq.entities import Event
-from kanthorq.errors import Discard, Retry
+from kanthorq.errors import Discard, Retry, StaleTask
 from kanthorq.ids import now_ms
 from kanthorq.message import Message, Outcome
 from kanthorq.policies import delay_for
@@ -287,6 +287,8 @@ class ConsumerWorker:
                 error=error_record(attempt, exc),
             )
         except DB_ERRORS as db_exc:
+            if conn is not None:
+                raise  # the caller's transaction failed: the caller must know
             logger.warning(
                 "consumer %s: could not record the failure of %s: %s",
                 self.sub.name,
@@ -342,8 +344,8 @@ class ConsumerWorker:
     ) -> bool:
         """Explicit ack, nack or cancel from a handler (see :class:`Message`)."""
         if outcome is Outcome.NACK:
-            return await self._record_failure(msg, Retry(reason=reason), conn=conn)
-        if outcome is Outcome.CANCEL:
+            changed = await self._record_failure(msg, Retry(reason=reason), conn=conn)
+        elif outcome is Outcome.CANCEL:
             changed = await self.queries.cancel(
                 conn or self._pool, msg.task.event_id, msg.task.attempt_count
             )
@@ -353,13 +355,21 @@ class ConsumerWorker:
             )
         else:
             changed = await self._completer.add(msg.task.event_id, msg.task.attempt_count)
-        if not changed:
+        if not changed and outcome is not Outcome.NACK:  # a stale nack is logged already
             logger.warning(
                 "consumer %s: stale %s ignored for task %s attempt %d",
                 self.sub.name,
                 outcome.value,
                 msg.task.event_id,
                 msg.task.attempt_count,
+            )
+        if not changed and conn is not None:
+            # the caller's transaction must not commit its writes for an attempt that lost
+            # the task: raising rolls it back, so the writes happen once, by the new attempt
+            raise StaleTask(
+                f"task {msg.task.event_id} attempt {msg.task.attempt_count} is no longer "
+                f"running (rescued after the visibility timeout, or settled already); "
+                f"its {outcome.value} changed nothing: roll back this transaction"
             )
         return changed
 

@@ -550,3 +550,15 @@ async def test_publishing_after_close_is_refused(shared_dsn: str, db: asyncpg.Co
     # and it can be opened again
     async with app:
         await app.publish("a.b", b"x", stream="closing")
+
+
+@pytest.mark.parametrize("field", ["subjects", "exclude"])
+def test_subject_filters_of_the_wrong_type_are_refused(field: str) -> None:
+    app = kanthorq.App("postgresql://nowhere.invalid/db")
+    options: dict[str, Any] = {"subjects": "a", "exclude": (), field: 5}
+    subjects = options.pop("subjects")
+    with pytest.raises(InvalidSubject, match="list of them, got int"):
+        app.subscribe(subjects, consumer="c", **options)(_noop)
+
+
+async def _noop(msg: kanthorq.Message) -> None: ...
