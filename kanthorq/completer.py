@@ -74,8 +74,12 @@ class Completer:
             if self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(_RETRY_AFTER, self._start_flush)
             return
-        for (event_id, attempt), future in batch.items():
-            if event_id not in changed:
+        # matched on (event id, attempt): a stale attempt and the current one of the same task
+        # can share a batch, and only the current one completes
+        for key, future in batch.items():
+            event_id, attempt = key
+            done = key in changed
+            if not done:
                 logger.warning(
                     "stale completion ignored: task %s attempt %d is no longer running "
                     "(rescued after the visibility timeout, or settled elsewhere)",
@@ -84,7 +88,7 @@ class Completer:
                     extra={"consumer": self._queries.name, "event_id": event_id},
                 )
             if not future.done():
-                future.set_result(event_id in changed)
+                future.set_result(done)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush everything queued; give up on what the database refuses for ``timeout`` s."""

@@ -7,8 +7,11 @@ the attempt its claim counted.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -17,7 +20,9 @@ from asyncpg.pool import PoolConnectionProxy
 from kanthorq.entities import Event, Task, TaskState
 from kanthorq.errors import ConsumerConflict
 from kanthorq.ids import event_id_at, new_id
-from kanthorq.sqlfiles import load, render
+from kanthorq.sqlfiles import load, render, task_names
+
+logger = logging.getLogger(__name__)
 
 Executor = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
 
@@ -115,12 +120,69 @@ class Registry:
                     f"{other['stream_name'] if other else '?'!r}, not on {spec.stream!r}; "
                     "pick another consumer name"
                 )
-            await conn.execute(render("task_table", consumer_id=row["id"]))
+            # The DDL takes a SHARE lock on the task table even when everything exists, so it
+            # would wait for (and queue every claim and ack behind) any open transaction that
+            # wrote the table: run it only when the table or one of its indexes is missing.
+            names = list(task_names(row["id"]).values())
+            if not await conn.fetchval(load("relations_exist"), names):
+                await conn.execute(render("task_table", consumer_id=row["id"]))
         return ConsumerQueries(spec.name, stream.id, row["id"])
 
 
-def _errors(raw: Sequence[str] | None) -> list[dict[str, object]]:
-    return [msgspec.json.decode(item) for item in raw or ()]
+_UNDECODABLE = object()
+_SHOWN = 200  # characters of an undecodable value that a warning shows
+
+
+def _loads(raw: str) -> Any:
+    """JSON text decoded by msgspec, else by Python's ``json`` (which takes numbers msgspec
+    refuses, such as ones beyond the float range), else :data:`_UNDECODABLE`."""
+    try:
+        return msgspec.json.decode(raw)
+    except Exception:
+        pass
+    try:
+        return json.loads(raw)
+    except Exception:
+        return _UNDECODABLE
+
+
+def _metadata(raw: str | None, what: str, event_id: str) -> dict[str, Any]:
+    """A metadata object; ``{}`` (and a warning) when it cannot be decoded into one, so one
+    odd row written by another client cannot abort a claim."""
+    if raw is None:
+        return {}
+    value = _loads(raw)
+    if isinstance(value, dict):
+        return value
+    logger.warning(
+        "%s of %s is not a JSON object that can be decoded, using {}: %.*s",
+        what,
+        event_id,
+        _SHOWN,
+        raw,
+        extra={"event_id": event_id},
+    )
+    return {}
+
+
+def _errors(raw: Sequence[str] | None, event_id: str) -> list[dict[str, Any]]:
+    """The attempts' error records; one that cannot be decoded is kept as ``{"raw": text}``."""
+    errors: list[dict[str, Any]] = []
+    for item in raw or ():
+        value = _loads(item) if item is not None else _UNDECODABLE
+        if isinstance(value, dict):
+            errors.append(value)
+            continue
+        logger.warning(
+            "an attempted_error record of task %s is not a JSON object that can be decoded, "
+            "keeping its text: %.*s",
+            event_id,
+            _SHOWN,
+            item,
+            extra={"event_id": event_id},
+        )
+        errors.append({"raw": item})
+    return errors
 
 
 class Claimed(msgspec.Struct, frozen=True):
@@ -139,8 +201,8 @@ def _claimed(row: asyncpg.Record) -> Claimed:
         finalized_at=row["finalized_at"],
         attempt_count=row["attempt_count"],
         attempted_at=row["attempted_at"],
-        attempted_error=_errors(row["attempted_error"]),
-        metadata=msgspec.json.decode(row["metadata"]),
+        attempted_error=_errors(row["attempted_error"], row["event_id"]),
+        metadata=_metadata(row["metadata"], "task metadata", row["event_id"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -150,7 +212,7 @@ def _claimed(row: asyncpg.Record) -> Claimed:
         id=row["event_id"],
         subject=row["subject"],
         body=row["body"] or b"",
-        metadata=msgspec.json.decode(row["event_metadata"]),
+        metadata=_metadata(row["event_metadata"], "event metadata", row["event_id"]),
         created_at=row["event_created_at"],
     )
     return Claimed(task, event)
@@ -181,9 +243,13 @@ class ConsumerQueries:
     async def claim(self, db: Executor, limit: int) -> list[Claimed]:
         return [_claimed(row) for row in await db.fetch(self._claim, limit)]
 
-    async def complete(self, db: Executor, ids: Sequence[str], attempts: Sequence[int]) -> set[str]:
+    async def complete(
+        self, db: Executor, ids: Sequence[str], attempts: Sequence[int]
+    ) -> set[tuple[str, int]]:
+        """Complete the given attempts; returns the ``(event_id, attempt)`` pairs that changed
+        (empty, so falsy, when none did: a stale attempt changes nothing)."""
         rows = await db.fetch(self._complete, ids, attempts)
-        return {row["event_id"] for row in rows}
+        return {(row["event_id"], row["attempt_count"]) for row in rows}
 
     async def fail(
         self,
