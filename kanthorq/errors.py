@@ -54,6 +54,10 @@ class SchemaNotReady(KanthorQError):
     """The database lacks kanthorq's schema: run `kanthorq migrate up`, or App(migrate=True)."""
 
 
+class VisibilityTimeout(KanthorQError):
+    """The task ran longer than its visibility timeout."""
+
+
 class StaleTask(KanthorQError):
     """The task is no longer running with this attempt: a settle in the caller's transaction
     changed nothing, so that transaction should roll back."""

@@ -48,6 +48,7 @@ class Converted:
     scanned: int
     inserted: int
     locked: bool
+    registered: bool
     waiting: bool
 
 
@@ -234,11 +235,14 @@ class ConsumerQueries:
         self._hand_back = render("hand_back", consumer_id=consumer_id)
         self._rescue = render("rescue", consumer_id=consumer_id)
         self._next_due = render("next_due", consumer_id=consumer_id)
+        self._with_events = render("tasks_with_events", **ids)
 
     async def convert(self, db: Executor, limit: int) -> Converted:
         row = await db.fetchrow(self._convert, self.name, limit)
         assert row is not None
-        return Converted(row["scanned"], row["inserted"], row["locked"], row["waiting"])
+        return Converted(
+            row["scanned"], row["inserted"], row["locked"], row["registered"], row["waiting"]
+        )
 
     async def claim(self, db: Executor, limit: int) -> list[Claimed]:
         return [_claimed(row) for row in await db.fetch(self._claim, limit)]
@@ -274,9 +278,18 @@ class ConsumerQueries:
         rows = await db.fetch(self._hand_back, ids, attempts, error.decode())
         return {row["event_id"] for row in rows}
 
-    async def rescue(self, db: Executor, attempt_max: int, visibility_timeout_ms: int) -> int:
+    async def rescue(
+        self, db: Executor, attempt_max: int, visibility_timeout_ms: int
+    ) -> tuple[int, list[str]]:
+        """Rescue the tasks past their visibility timeout: how many were made retryable,
+        and the event ids of those discarded because their attempts were used up."""
         rows = await db.fetch(self._rescue, attempt_max, visibility_timeout_ms)
-        return len(rows)
+        discarded = [row["event_id"] for row in rows if row["state"] == TaskState.DISCARDED]
+        return len(rows) - len(discarded), discarded
+
+    async def with_events(self, db: Executor, event_ids: Sequence[str]) -> list[Claimed]:
+        """Tasks with their events, as a claim returns them (for a task not claimed here)."""
+        return [_claimed(row) for row in await db.fetch(self._with_events, list(event_ids))]
 
     async def next_due(self, db: Executor) -> int | None:
         value = await db.fetchval(self._next_due)

@@ -20,7 +20,7 @@ import msgspec
 from kanthorq.completer import Completer
 from kanthorq.database import DB_ERRORS, Conn
 from kanthorq.entities import Event
-from kanthorq.errors import Discard, Retry, StaleTask
+from kanthorq.errors import Discard, Retry, StaleTask, VisibilityTimeout
 from kanthorq.ids import now_ms
 from kanthorq.message import Message, Outcome
 from kanthorq.policies import delay_for
@@ -84,6 +84,7 @@ class ConsumerWorker:
         self._next_timer = 0.0
         self._error_backoff = 0.0
         self._waiting_streak = 0
+        self._unregistered = False  # logged once: the consumer's registry row is gone
 
     # ---- signals from outside -------------------------------------------------------
 
@@ -163,20 +164,36 @@ class ConsumerWorker:
             self._signal.set()
 
     async def _rescue(self) -> None:
-        rescued = await self.queries.rescue(
+        retried, discarded = await self.queries.rescue(
             self._pool, self.sub.attempt_max, round(self.sub.visibility_timeout * 1000)
         )
-        if rescued:
+        if retried or discarded:
             logger.warning(
-                "consumer %s: rescued %d tasks past their visibility timeout",
+                "consumer %s: %d tasks past their visibility timeout: %d to retry, %d discarded",
                 self.sub.name,
-                rescued,
+                retried + len(discarded),
+                retried,
+                len(discarded),
             )
+        if discarded and self.sub.on_discard is not None:
+            error = VisibilityTimeout(
+                f"the task ran longer than the visibility timeout "
+                f"({self.sub.visibility_timeout:g}s) on its last attempt"
+            )
+            for item in await self.queries.with_events(self._pool, discarded):
+                await self._discarded(Message(_event(item), item.task, self), error)
 
     async def _convert(self) -> None:
         """One batch per step, so claims (and a shutdown) never wait behind a backlog."""
         result = await self.queries.convert(self._pool, CONVERT_BATCH)
-        if not result.locked:
+        if not result.registered:
+            if not self._unregistered:
+                logger.error(
+                    "consumer %s is no longer registered (dropped?); its worker converts nothing",
+                    self.sub.name,
+                )
+            self._unregistered = True
+        elif not result.locked:
             self._soon(SOON)  # another worker converts; look again shortly
         elif result.scanned == CONVERT_BATCH:
             self._convert_due = True  # more to convert: the next step goes on

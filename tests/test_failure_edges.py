@@ -11,6 +11,7 @@ import pytest
 
 import kanthorq
 from kanthorq import worker as worker_module
+from kanthorq.errors import VisibilityTimeout
 from tests.conftest import Running, task_table, wait_until
 
 
@@ -154,3 +155,59 @@ async def test_a_big_backlog_neither_delays_claims_nor_shutdown(
         await app.shutdown()
         await asyncio.wait_for(run, 10)
     assert loop.time() - started < 5
+
+
+async def test_a_rescue_that_discards_calls_on_discard(
+    make_app: Callable[..., kanthorq.App],
+    start_app: Callable[..., Awaitable[Running]],
+    db: asyncpg.Connection,
+) -> None:
+    app = make_app()
+    gate = asyncio.Event()
+    discarded: list[tuple[str, int, BaseException]] = []
+
+    async def hook(msg: kanthorq.Message, error: BaseException) -> None:
+        discarded.append((msg.event.id, msg.task.attempt_count, error))
+
+    @app.subscribe("a", consumer="c", max_retries=0, visibility_timeout=30, on_discard=hook)
+    async def handler(msg: kanthorq.Message) -> None:
+        await gate.wait()
+
+    await start_app(app)
+    try:
+        event_id = await app.publish("a", b"body")
+        table = await task_table(db, "c")
+
+        async def running() -> bool:
+            return await db.fetchval(f"SELECT state FROM {table}") == kanthorq.TaskState.RUNNING
+
+        await wait_until(running)
+        await db.execute(f"UPDATE {table} SET attempted_at = attempted_at - 60000")
+        await wait_until(lambda: discarded)
+        [(seen_id, attempt, error)] = discarded
+        assert (seen_id, attempt) == (event_id, 1)
+        assert isinstance(error, VisibilityTimeout)
+    finally:
+        gate.set()
+
+
+async def test_a_dropped_consumer_is_reported_once_and_the_worker_stays_calm(
+    make_app: Callable[..., kanthorq.App],
+    start_app: Callable[..., Awaitable[Running]],
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app(poll_interval=0.05)
+
+    @app.subscribe("a", consumer="c")
+    async def handler(msg: kanthorq.Message) -> None: ...
+
+    running = await start_app(app)
+    await db.execute("DELETE FROM kanthorq_consumer_registry WHERE name = 'c'")
+    for _ in range(5):
+        await app.publish("a")
+    await wait_until(lambda: "no longer registered" in caplog.text, timeout=5)
+    await asyncio.sleep(0.3)  # several polls later: still one report, and run() lives on
+    assert caplog.text.count("no longer registered") == 1
+    assert running.task is not None
+    assert not running.task.done()

@@ -63,6 +63,9 @@ SELECT
     (SELECT count(*) FROM scanned) AS scanned,
     (SELECT count(*) FROM inserted) AS inserted,
     EXISTS (SELECT 1 FROM consumer) AS locked,
+    -- not locked: another worker converts, unless the consumer is gone
+    EXISTS (SELECT 1 FROM consumer)
+        OR EXISTS (SELECT 1 FROM kanthorq_consumer_registry WHERE name = $1) AS registered,
     -- committed events that wait for an older transaction to finish
     EXISTS (
         SELECT 1 FROM {{stream}} AS e WHERE e.txid >= (SELECT upto FROM horizon)
