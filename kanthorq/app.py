@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 H = TypeVar("H", bound=Handler)
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
+WORKER_STATEMENT_TIMEOUT = 60.0
 
 
 class App:
@@ -342,6 +343,9 @@ class App:
             min_size=1,
             max_size=min(2 * consumers + 1, self.pool_size),
             statement_cache_size=self.statement_cache_size,
+            # a connection that stops answering (a black-holed network) fails the statement
+            # instead of holding a worker, or its shutdown, until TCP gives up
+            command_timeout=WORKER_STATEMENT_TIMEOUT,
         )
         try:
             yield pool

@@ -34,10 +34,15 @@ class Completer:
         self._pending: dict[tuple[str, int], asyncio.Future[bool]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def add(self, event_id: str, attempt: int) -> asyncio.Future[bool]:
         """Queue a completion; the future tells whether the task changed."""
         loop = asyncio.get_running_loop()
+        if self._closed:  # a handler that outlived the shutdown: its task is rescued later
+            late: asyncio.Future[bool] = loop.create_future()
+            late.set_result(False)
+            return late
         key = (event_id, attempt)
         future = self._pending.get(key)
         if future is None:
@@ -92,6 +97,7 @@ class Completer:
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush everything queued; give up on what the database refuses for ``timeout`` s."""
+        self._closed = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (self._pending or self._flushing) and loop.time() < deadline:

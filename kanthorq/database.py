@@ -104,7 +104,9 @@ async def create_pool(
     max_size: int,
     statement_cache_size: int,
     timeout: float = 10.0,
+    command_timeout: float | None = None,
 ) -> asyncpg.Pool:
+    """``command_timeout``: seconds any statement may take (None: no limit)."""
     try:
         pool = await asyncpg.create_pool(
             target.dsn,
@@ -112,6 +114,7 @@ async def create_pool(
             max_size=max_size,
             statement_cache_size=statement_cache_size,
             timeout=timeout,
+            command_timeout=command_timeout,
         )
     except _CONNECT_ERRORS as exc:
         raise _failed(target, exc) from exc

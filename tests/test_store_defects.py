@@ -185,7 +185,7 @@ async def test_a_stale_and_the_current_attempt_in_one_batch(
     assert [(c.task.event_id, c.task.attempt_count) for c in first] == [(event_id, 1)]
     tasks = await task_table(db, "c")
     await db.execute(f"UPDATE {tasks} SET attempted_at = attempted_at - 3600000")
-    assert await queries.rescue(pool, SPEC.attempt_max, SPEC.visibility_timeout_ms) == 1
+    assert await queries.rescue(pool, SPEC.attempt_max, SPEC.visibility_timeout_ms) == (1, [])
     second = await queries.claim(pool, 10)
     assert [(c.task.event_id, c.task.attempt_count) for c in second] == [(event_id, 2)]
 
