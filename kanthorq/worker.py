@@ -11,19 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 
 import anyio
 import asyncpg
-import msgspec
 
 from kanthorq.completer import Completer
-from kanthorq.database import DB_ERRORS, Conn
+from kanthorq.database import DB_ERRORS
 from kanthorq.entities import Event
-from kanthorq.errors import Discard, Retry, StaleTask, VisibilityTimeout
-from kanthorq.ids import now_ms
-from kanthorq.message import Message, Outcome
-from kanthorq.policies import delay_for
+from kanthorq.errors import Discard, Retry, VisibilityTimeout
+from kanthorq.message import Message
+from kanthorq.outcomes import Outcomes, error_record
 from kanthorq.store import Claimed, ConsumerQueries
 from kanthorq.subscription import Subscription
 
@@ -33,29 +30,7 @@ CONVERT_BATCH = 1000
 CLAIM_BATCH = 100
 SOON = 0.02  # another converter held the consumer, or events wait for an older transaction
 MAX_ERROR_BACKOFF = 5.0
-FALLBACK_DELAY = 60.0  # the retry delay when the consumer's backoff policy itself fails
 CANCEL_GRACE = 5.0  # how long shutdown waits for cancelled handlers to unwind
-
-
-def _storable(text: str) -> str:
-    """Text that jsonb can hold: no NUL, no lone surrogate (both are escaped instead)."""
-    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def error_record(attempt: int, exc: BaseException, *, with_traceback: bool = True) -> bytes:
-    """One element of ``attempted_error``: when, which attempt, the error, its traceback."""
-    try:
-        message = str(exc)
-    except Exception:  # an exception whose __str__ fails still gets recorded
-        message = "<unprintable>"
-    record: dict[str, object] = {
-        "at": now_ms(),
-        "attempt": attempt,
-        "error": _storable(f"{type(exc).__name__}: {message}"),
-    }
-    if with_traceback:
-        record["traceback"] = _storable("".join(traceback.format_exception(exc)))
-    return msgspec.json.encode(record)
 
 
 class ConsumerWorker:
@@ -74,6 +49,9 @@ class ConsumerWorker:
         self._poll = poll_interval
         self._shutdown_timeout = shutdown_timeout
         self._completer = Completer(queries, pool)
+        self._outcomes = Outcomes(
+            sub, queries, pool, self._completer, lambda delay: self._soon(max(delay, SOON))
+        )
         self._signal = asyncio.Event()  # wakes the loop's sleep: a step is due, or a timer moved
         self._woken = False  # a step is due now
         self._stopping = asyncio.Event()
@@ -181,7 +159,7 @@ class ConsumerWorker:
                 f"({self.sub.visibility_timeout:g}s) on its last attempt"
             )
             for item in await self.queries.with_events(self._pool, discarded):
-                await self._discarded(Message(_event(item), item.task, self), error)
+                await self._outcomes.discarded(self._message(item), error)
 
     async def _convert(self) -> None:
         """One batch per step, so claims (and a shutdown) never wait behind a backlog."""
@@ -212,7 +190,7 @@ class ConsumerWorker:
         want = min(free, CLAIM_BATCH)
         claimed = await self.queries.claim(self._pool, want)
         if self._stopping.is_set():  # stopped while the claim was on its way: give it back
-            await self._hand_back([Message(_event(c), c.task, self) for c in claimed])
+            await self._hand_back([self._message(c) for c in claimed])
             return
         for item in claimed:
             self._start(item)
@@ -226,10 +204,13 @@ class ConsumerWorker:
             self._soon(min(max(due_in_ms / 1000, SOON), self._poll))
 
     def _start(self, item: Claimed) -> None:
-        msg = Message(_event(item), item.task, self)
+        msg = self._message(item)
         task = asyncio.get_running_loop().create_task(self._execute(item, msg))
         self._running[task] = msg
         task.add_done_callback(self._done)
+
+    def _message(self, item: Claimed) -> Message:
+        return Message(_event(item), item.task, self._outcomes)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
@@ -249,146 +230,18 @@ class ConsumerWorker:
             arg = msg if self.sub.decode_as is None else msg.decode(self.sub.decode_as)
             await self.sub.handler(arg)
         except Retry as exc:
-            await self._failed(msg, exc, delay=exc.delay)
+            await self._outcomes.failed(msg, exc, delay=exc.delay)
         except Discard as exc:
-            await self._failed(msg, exc, discard=True)
+            await self._outcomes.failed(msg, exc, discard=True)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the worker cancelled it (shutdown): it is handed back
-            await self._failed(msg, exc)  # the handler's own code raised it
+            await self._outcomes.failed(msg, exc)  # the handler's own code raised it
         except Exception as exc:
-            await self._failed(msg, exc)
+            await self._outcomes.failed(msg, exc)
         else:
-            if msg.settled is None:
-                msg.settled = Outcome.ACK
-                self._completer.add(msg.task.event_id, msg.task.attempt_count)
-
-    async def _failed(
-        self, msg: Message, exc: BaseException, *, delay: float | None = None, discard: bool = False
-    ) -> None:
-        """The handler raised. A task it settled already keeps that outcome, unless it was
-        settled in the handler's own transaction: that may have rolled back, and the fenced
-        update below changes nothing if it did commit."""
-        if msg.settled is not None and not msg.in_transaction:
-            logger.info(
-                "consumer %s: task %s raised after it was settled (%s): %s",
-                self.sub.name,
-                msg.task.event_id,
-                msg.settled.value,
-                exc,
-            )
-            return
-        msg.settled = Outcome.NACK
-        await self._record_failure(msg, exc, delay=delay, discard=discard)
-
-    async def _record_failure(
-        self,
-        msg: Message,
-        exc: BaseException,
-        *,
-        delay: float | None = None,
-        discard: bool = False,
-        conn: Conn | None = None,
-    ) -> bool:
-        attempt = msg.task.attempt_count
-        discard = discard or attempt >= self.sub.attempt_max
-        seconds = 0.0 if discard else self._retry_delay(attempt, delay)
-        try:
-            changed = await self.queries.fail(
-                conn or self._pool,
-                msg.task.event_id,
-                attempt,
-                discard=discard,
-                delay_ms=round(seconds * 1000),
-                error=error_record(attempt, exc),
-            )
-        except DB_ERRORS as db_exc:
-            if conn is not None:
-                raise  # the caller's transaction failed: the caller must know
-            logger.warning(
-                "consumer %s: could not record the failure of %s: %s",
-                self.sub.name,
-                msg.task.event_id,
-                db_exc,
-            )
-            return False
-        if not changed:
-            logger.warning(
-                "consumer %s: stale failure ignored for task %s attempt %d",
-                self.sub.name,
-                msg.task.event_id,
-                attempt,
-            )
-        elif discard:
-            await self._discarded(msg, exc)
-        else:
-            self._soon(max(seconds, SOON))
-        return changed
-
-    def _retry_delay(self, attempt: int, asked: float | None) -> float:
-        if asked is not None:
-            return asked
-        try:
-            return delay_for(self.sub.backoff, attempt)
-        except Exception:
-            # a broken policy must not leave the task running until its visibility timeout
-            logger.exception(
-                "consumer %s: the backoff policy failed for attempt %d; retrying after %.0fs",
-                self.sub.name,
-                attempt,
-                FALLBACK_DELAY,
-            )
-            return FALLBACK_DELAY
-
-    async def _discarded(self, msg: Message, exc: BaseException) -> None:
-        logger.warning(
-            "consumer %s: task %s discarded after %d attempts: %s",
-            self.sub.name,
-            msg.task.event_id,
-            msg.task.attempt_count,
-            exc,
-        )
-        if self.sub.on_discard is None:
-            return
-        try:
-            await self.sub.on_discard(msg, exc)
-        except Exception:
-            logger.exception("consumer %s: on_discard hook failed", self.sub.name)
-
-    async def settle(
-        self, msg: Message, outcome: Outcome, reason: str | None, conn: Conn | None
-    ) -> bool:
-        """Explicit ack, nack or cancel from a handler (see :class:`Message`)."""
-        if outcome is Outcome.NACK:
-            changed = await self._record_failure(msg, Retry(reason=reason), conn=conn)
-        elif outcome is Outcome.CANCEL:
-            changed = await self.queries.cancel(
-                conn or self._pool, msg.task.event_id, msg.task.attempt_count
-            )
-        elif conn is not None:
-            changed = bool(
-                await self.queries.complete(conn, [msg.task.event_id], [msg.task.attempt_count])
-            )
-        else:
-            changed = await self._completer.add(msg.task.event_id, msg.task.attempt_count)
-        if not changed and outcome is not Outcome.NACK:  # a stale nack is logged already
-            logger.warning(
-                "consumer %s: stale %s ignored for task %s attempt %d",
-                self.sub.name,
-                outcome.value,
-                msg.task.event_id,
-                msg.task.attempt_count,
-            )
-        if not changed and conn is not None:
-            # the caller's transaction must not commit its writes for an attempt that lost
-            # the task: raising rolls it back, so the writes happen once, by the new attempt
-            raise StaleTask(
-                f"task {msg.task.event_id} attempt {msg.task.attempt_count} is no longer "
-                f"running (rescued after the visibility timeout, or settled already); "
-                f"its {outcome.value} changed nothing: roll back this transaction"
-            )
-        return changed
+            self._outcomes.completed(msg)
 
     # ---- shutdown -------------------------------------------------------------------
 

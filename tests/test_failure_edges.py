@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 import kanthorq
+from kanthorq import outcomes
 from kanthorq import worker as worker_module
 from kanthorq.errors import VisibilityTimeout
 from tests.conftest import Running, task_table, wait_until
@@ -39,7 +40,7 @@ async def test_a_backoff_policy_that_raises_still_schedules_a_retry(
 
     row = await wait_until(retryable)
     # not stuck in running until the visibility timeout: retried after the fallback delay
-    fallback_ms = worker_module.FALLBACK_DELAY * 1000
+    fallback_ms = outcomes.FALLBACK_DELAY * 1000
     assert row["schedule_at"] >= before_ms + fallback_ms - 1000
     assert row["attempt_count"] == 1
 

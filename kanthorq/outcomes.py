@@ -1,0 +1,199 @@
+"""What becomes of a claimed task: completed, retried, discarded or cancelled.
+
+Every transition is fenced on the attempt the claim counted, so a worker that lost its
+task (rescued after the visibility timeout) changes nothing. Errors are recorded on the
+task in a form jsonb can always hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+
+import asyncpg
+import msgspec
+
+from kanthorq.completer import Completer
+from kanthorq.database import DB_ERRORS, Conn
+from kanthorq.errors import Retry, StaleTask
+from kanthorq.ids import now_ms
+from kanthorq.message import Message, Outcome
+from kanthorq.policies import delay_for
+from kanthorq.store import ConsumerQueries
+from kanthorq.subscription import Subscription
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_DELAY = 60.0  # the retry delay when the consumer's backoff policy itself fails
+
+
+def _storable(text: str) -> str:
+    """Text that jsonb can hold: no NUL, no lone surrogate (both are escaped instead)."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_record(attempt: int, exc: BaseException, *, with_traceback: bool = True) -> bytes:
+    """One element of ``attempted_error``: when, which attempt, the error, its traceback."""
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ fails still gets recorded
+        message = "<unprintable>"
+    record: dict[str, object] = {
+        "at": now_ms(),
+        "attempt": attempt,
+        "error": _storable(f"{type(exc).__name__}: {message}"),
+    }
+    if with_traceback:
+        record["traceback"] = _storable("".join(traceback.format_exception(exc)))
+    return msgspec.json.encode(record)
+
+
+class Outcomes:
+    """Applies outcomes for one consumer; a :class:`Message`'s settler."""
+
+    def __init__(
+        self,
+        sub: Subscription,
+        queries: ConsumerQueries,
+        pool: asyncpg.Pool,
+        completer: Completer,
+        retry_at: Callable[[float], None],
+    ) -> None:
+        self._sub = sub
+        self._queries = queries
+        self._pool = pool
+        self._completer = completer
+        self._retry_at = retry_at  # told how soon a retried task is due (seconds)
+
+    def completed(self, msg: Message) -> None:
+        """The handler returned: complete the task (batched), unless it settled it itself."""
+        if msg.settled is None:
+            msg.settled = Outcome.ACK
+            self._completer.add(msg.task.event_id, msg.task.attempt_count)
+
+    async def failed(
+        self, msg: Message, exc: BaseException, *, delay: float | None = None, discard: bool = False
+    ) -> None:
+        """The handler raised. A task it settled already keeps that outcome, unless it was
+        settled in the handler's own transaction: that may have rolled back, and the fenced
+        update below changes nothing if it did commit."""
+        if msg.settled is not None and not msg.in_transaction:
+            logger.info(
+                "consumer %s: task %s raised after it was settled (%s): %s",
+                self._sub.name,
+                msg.task.event_id,
+                msg.settled.value,
+                exc,
+            )
+            return
+        msg.settled = Outcome.NACK
+        await self._record_failure(msg, exc, delay=delay, discard=discard)
+
+    async def _record_failure(
+        self,
+        msg: Message,
+        exc: BaseException,
+        *,
+        delay: float | None = None,
+        discard: bool = False,
+        conn: Conn | None = None,
+    ) -> bool:
+        attempt = msg.task.attempt_count
+        discard = discard or attempt >= self._sub.attempt_max
+        seconds = 0.0 if discard else self._retry_delay(attempt, delay)
+        try:
+            changed = await self._queries.fail(
+                conn or self._pool,
+                msg.task.event_id,
+                attempt,
+                discard=discard,
+                delay_ms=round(seconds * 1000),
+                error=error_record(attempt, exc),
+            )
+        except DB_ERRORS as db_exc:
+            if conn is not None:
+                raise  # the caller's transaction failed: the caller must know
+            logger.warning(
+                "consumer %s: could not record the failure of %s: %s",
+                self._sub.name,
+                msg.task.event_id,
+                db_exc,
+            )
+            return False
+        if not changed:
+            logger.warning(
+                "consumer %s: stale failure ignored for task %s attempt %d",
+                self._sub.name,
+                msg.task.event_id,
+                attempt,
+            )
+        elif discard:
+            await self.discarded(msg, exc)
+        else:
+            self._retry_at(seconds)
+        return changed
+
+    def _retry_delay(self, attempt: int, asked: float | None) -> float:
+        if asked is not None:
+            return asked
+        try:
+            return delay_for(self._sub.backoff, attempt)
+        except Exception:
+            # a broken policy must not leave the task running until its visibility timeout
+            logger.exception(
+                "consumer %s: the backoff policy failed for attempt %d; retrying after %.0fs",
+                self._sub.name,
+                attempt,
+                FALLBACK_DELAY,
+            )
+            return FALLBACK_DELAY
+
+    async def discarded(self, msg: Message, exc: BaseException) -> None:
+        logger.warning(
+            "consumer %s: task %s discarded after %d attempts: %s",
+            self._sub.name,
+            msg.task.event_id,
+            msg.task.attempt_count,
+            exc,
+        )
+        if self._sub.on_discard is None:
+            return
+        try:
+            await self._sub.on_discard(msg, exc)
+        except Exception:
+            logger.exception("consumer %s: on_discard hook failed", self._sub.name)
+
+    async def settle(
+        self, msg: Message, outcome: Outcome, reason: str | None, conn: Conn | None
+    ) -> bool:
+        """Explicit ack, nack or cancel from a handler (see :class:`Message`)."""
+        if outcome is Outcome.NACK:
+            changed = await self._record_failure(msg, Retry(reason=reason), conn=conn)
+        elif outcome is Outcome.CANCEL:
+            changed = await self._queries.cancel(
+                conn or self._pool, msg.task.event_id, msg.task.attempt_count
+            )
+        elif conn is not None:
+            changed = bool(
+                await self._queries.complete(conn, [msg.task.event_id], [msg.task.attempt_count])
+            )
+        else:
+            changed = await self._completer.add(msg.task.event_id, msg.task.attempt_count)
+        if not changed and outcome is not Outcome.NACK:  # a stale nack is logged already
+            logger.warning(
+                "consumer %s: stale %s ignored for task %s attempt %d",
+                self._sub.name,
+                outcome.value,
+                msg.task.event_id,
+                msg.task.attempt_count,
+            )
+        if not changed and conn is not None:
+            # the caller's transaction must not commit its writes for an attempt that lost
+            # the task: raising rolls it back, so the writes happen once, by the new attempt
+            raise StaleTask(
+                f"task {msg.task.event_id} attempt {msg.task.attempt_count} is no longer "
+                f"running (rescued after the visibility timeout, or settled already); "
+                f"its {outcome.value} changed nothing: roll back this transaction"
+            )
+        return changed
