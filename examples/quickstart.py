@@ -68,8 +68,11 @@ class Tally:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def line(self, consumer: str, msg: kanthorq.Message, text: str) -> None:
-        order = msg.decode(OrderCancelled).order_id
-        self.echo(f"{consumer:<7} order {order}  attempt {msg.task.attempt_count}  {text}")
+        try:
+            what = f"order {msg.decode(OrderCancelled).order_id}"
+        except msgspec.DecodeError:  # published by hand (`kanthorq pub`) with another body
+            what = f"event {msg.event.id}"
+        self.echo(f"{consumer:<7} {what}  attempt {msg.task.attempt_count}  {text}")
 
     def done(self, consumer: str, msg: kanthorq.Message, text: str) -> None:
         self.completed[consumer] += 1

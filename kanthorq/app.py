@@ -52,9 +52,9 @@ class App:
         shutdown_timeout: float = 30.0,
         max_body_size: int = DEFAULT_MAX_BODY,
     ) -> None:
-        self._dsn = resolve_dsn(dsn)
-        if self._dsn is not None:
-            parse_dsn(self._dsn)
+        if dsn is not None:
+            parse_dsn(dsn)  # a DSN from $KANTHORQ_DSN is checked when the app opens, so
+        self._dsn = resolve_dsn(dsn)  # `kanthorq run --dsn` can still replace a bad one
         self.stream = validate_name(stream, "stream")
         self.migrate = migrate
         for name, value, low in (

@@ -376,16 +376,26 @@ def report(exc: BaseException, debug: bool) -> int:
     return EXIT_USAGE if isinstance(exc, USAGE_ERRORS) else EXIT_FAILURE
 
 
+def configure_logging(level: str) -> None:
+    """kanthorq's own records to stderr; other libraries' (pgserver's pg_ctl chatter) stay
+    at WARNING."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    logging.getLogger("kanthorq").setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level or args.default_log_level, format=LOG_FORMAT, stream=sys.stderr
-    )
+    configure_logging(args.log_level or args.default_log_level)
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+    except BrokenPipeError:  # `kanthorq pub ... | head -1`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         return report(exc, args.debug)
 

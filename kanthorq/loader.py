@@ -18,7 +18,7 @@ class AppImportFailed(KanthorQError):
     """The app's module was found, but importing it raised an error."""
 
 
-def _import(module_name: str) -> object:
+def _import(module_name: str, directory: str) -> object:
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -26,7 +26,7 @@ def _import(module_name: str) -> object:
         if missing and (module_name == missing or module_name.startswith(missing + ".")):
             raise ConfigError(
                 f"could not import module {module_name!r}: no module named {missing!r} "
-                f"(looked in {os.getcwd()!r} and sys.path)"
+                f"(looked in {directory!r} and sys.path)"
             ) from exc
         raise AppImportFailed(
             f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
@@ -45,9 +45,11 @@ def load_app(path: str, app_dir: str = ".") -> App:
             f"APP must look like 'module:attribute' (e.g. 'app:app' or 'pkg.mod:app'), got {path!r}"
         )
     directory = os.path.abspath(app_dir)
+    if not os.path.isdir(directory):
+        raise ConfigError(f"--app-dir {app_dir!r} is not a directory")
     if directory not in sys.path:
         sys.path.insert(0, directory)
-    target = _import(module_name)
+    target = _import(module_name, directory)
     for attr in attr_path.split("."):
         try:
             target = getattr(target, attr)

@@ -97,7 +97,10 @@ class ConsumerWorker:
                         self._error_backoff,
                         exc,
                     )
-                    self._next_timer = time.monotonic() + self._error_backoff
+                    # neither the timer nor the poll comes back before the backoff is over
+                    retry_at = time.monotonic() + self._error_backoff
+                    self._next_timer = retry_at
+                    self._next_poll = max(self._next_poll, retry_at)
                     self._convert_due = True
                 await self._sleep()
         finally:
@@ -275,7 +278,7 @@ class ConsumerWorker:
         unsettled = [m for m in messages if m.settled is None or m.in_transaction]
         if not unsettled:
             return
-        error = error_record(
+        error = error_record(  # hand_back.sql puts each task's attempt into it
             0, RuntimeError("interrupted by a worker shutdown"), with_traceback=False
         )
         try:

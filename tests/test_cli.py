@@ -389,3 +389,47 @@ async def _line_with(stream: asyncio.StreamReader, needle: bytes) -> bytes:
         assert line, f"stream ended before a line with {needle!r}"
         if needle in line:
             return line
+
+
+async def test_run_with_a_missing_app_dir_is_usage_error(tmp_path: Path) -> None:
+    result = await cli("run", "app:app", "--app-dir", "no/such/dir", "--dsn", NOWHERE, cwd=tmp_path)
+    assert_clean_error(result, 2, "'no/such/dir'", "not a directory")
+
+
+async def test_run_missing_module_names_the_app_dir(tmp_path: Path) -> None:
+    (tmp_path / "apps").mkdir()
+    result = await cli("run", "nothere:app", "--app-dir", "apps", "--dsn", NOWHERE, cwd=tmp_path)
+    assert_clean_error(result, 2, "'nothere'", str(tmp_path / "apps"))
+
+
+async def test_run_dsn_replaces_a_malformed_environment_dsn(
+    dsn: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    (tmp_path / "envapp.py").write_text(
+        "import kanthorq\napp = kanthorq.App()  # reads the malformed $KANTHORQ_DSN\n"
+        "@app.subscribe('a.b', consumer='work')\nasync def work(msg): pass\n"
+    )
+    async with spawn(
+        "run", "envapp:app", "--dsn", dsn, cwd=tmp_path, env_dsn="mysql://user@nowhere/db"
+    ) as proc:
+
+        async def registered() -> bool:
+            assert proc.returncode is None, await proc.communicate()
+            name = "SELECT name FROM kanthorq_consumer_registry WHERE name = 'work'"
+            return await db.fetchval(name) == "work"
+
+        await wait_until(registered, timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0
+
+
+async def test_pub_into_a_closed_pipe_exits_quietly(dsn: str, tmp_path: Path) -> None:
+    (tmp_path / "lines.txt").write_text("".join(f"line {i}\n" for i in range(20_000)))
+    script = (
+        f"cat lines.txt | {sys.executable} -m kanthorq pub a.b --lines --dsn '{dsn}' "
+        "2>stderr.txt | head -1 >/dev/null; exit ${PIPESTATUS[1]}"
+    )
+    proc = await asyncio.create_subprocess_exec("bash", "-c", script, cwd=tmp_path, env=_env())
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert "error" not in (tmp_path / "stderr.txt").read_text()

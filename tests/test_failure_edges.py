@@ -135,26 +135,31 @@ async def test_nack_with_a_nul_in_its_reason_is_recorded(
 
 async def test_a_big_backlog_neither_delays_claims_nor_shutdown(
     make_app: Callable[..., kanthorq.App],
+    db: asyncpg.Connection,
 ) -> None:
+    total = 20_000
     app = make_app(shutdown_timeout=1)
     async with app:
-        for _ in range(6):
+        for _ in range(total // 2_000):
             await app.publish_many([("a", b"") for _ in range(2_000)])
-    handled = asyncio.Event()
+    tasks_when_first_handled: list[int] = []
 
-    @app.subscribe("a", consumer="c")
+    @app.subscribe("a", consumer="c", concurrency=1)
     async def handler(msg: kanthorq.Message) -> None:
-        handled.set()
+        if not tasks_when_first_handled:
+            table = await task_table(db, "c")
+            tasks_when_first_handled.append(await db.fetchval(f"SELECT count(*) FROM {table}"))
 
     loop = asyncio.get_running_loop()
     run = asyncio.create_task(app.run())
     try:
-        # the first handler runs after one conversion batch, not after all of them
-        await asyncio.wait_for(handled.wait(), 10)
+        await wait_until(lambda: tasks_when_first_handled)
     finally:
         started = loop.time()
         await app.shutdown()
         await asyncio.wait_for(run, 10)
+    # the first handler ran after a batch or two of conversion, not after the whole backlog
+    assert tasks_when_first_handled[0] < total // 2
     assert loop.time() - started < 5
 
 
@@ -212,3 +217,22 @@ async def test_a_dropped_consumer_is_reported_once_and_the_worker_stays_calm(
     assert caplog.text.count("no longer registered") == 1
     assert running.task is not None
     assert not running.task.done()
+
+
+async def test_database_errors_back_off_even_with_a_fast_poll(
+    make_app: Callable[..., kanthorq.App],
+    start_app: Callable[..., Awaitable[Running]],
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app(poll_interval=0.02)
+
+    @app.subscribe("a", consumer="c")
+    async def handler(msg: kanthorq.Message) -> None: ...
+
+    await start_app(app)
+    table = await task_table(db, "c")
+    await db.execute(f"DROP TABLE {table}")  # every step now fails
+    await wait_until(lambda: "database error" in caplog.text)
+    await asyncio.sleep(1.0)  # about 50 polls: the backoff (0.1, 0.2, 0.4, 0.8 s) spaces them
+    assert 2 <= caplog.text.count("database error") <= 8

@@ -82,4 +82,5 @@ def test_an_app_runs_in_one_event_loop_then_another(
         thread = threading.Thread(target=in_a_new_loop)
         thread.start()
         thread.join(30)
+        assert not thread.is_alive(), "run() in a second event loop did not return"
     assert errors == []

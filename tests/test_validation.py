@@ -505,10 +505,11 @@ def test_dsn_must_be_a_str(dsn: Any) -> None:
         kanthorq.App(dsn)
 
 
-def test_malformed_dsn_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_malformed_dsn_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KANTHORQ_DSN", "mysql://user@localhost/db")
+    app = kanthorq.App()  # checked when it opens, so `kanthorq run --dsn` can replace it
     with pytest.raises(ConfigError, match="postgresql://"):
-        kanthorq.App()
+        await app.open()
 
 
 @pytest.mark.parametrize(

@@ -722,6 +722,7 @@ async def test_shutdown_hands_back_handlers_that_outlive_the_grace_period(
     assert row["attempt_count"] == 0  # the interrupted attempt is not counted
     assert row["schedule_at"] <= await db.fetchval("SELECT kanthorq_now_ms()")
     assert "shutdown" in errors_of(row)[-1]["error"]
+    assert errors_of(row)[-1]["attempt"] == 1  # the attempt that was interrupted
 
     # handed back at once: another worker runs it without waiting for the visibility timeout
     again = make_app(poll_interval=30)

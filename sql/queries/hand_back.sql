@@ -4,7 +4,10 @@ UPDATE {{tasks}} AS t
 SET state = 102,
     schedule_at = kanthorq_now_ms(),
     attempt_count = t.attempt_count - 1,
-    attempted_error = array_append(t.attempted_error, $3::JSONB),
+    -- the record ($3) is the same for all; each gets its own interrupted attempt number
+    attempted_error = array_append(
+        t.attempted_error, $3::JSONB || jsonb_build_object('attempt', a.attempt)
+    ),
     updated_at = kanthorq_now_ms()
 FROM unnest($1::TEXT[], $2::INT[]) AS a(event_id, attempt)
 WHERE t.event_id = a.event_id AND t.state = 2 AND t.attempt_count = a.attempt
