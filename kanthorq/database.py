@@ -33,7 +33,8 @@ class Target:
     database: str
 
     def describe(self) -> str:
-        where = self.host if self.host.startswith("/") else f"{self.host}:{self.port}"
+        plain = self.host.startswith("/") or not self.port  # a socket folder, or several hosts
+        where = self.host if plain else f"{self.host}:{self.port}"
         return f"{where}/{self.database}"
 
 
@@ -43,7 +44,9 @@ def parse_dsn(dsn: object) -> Target:
         raise ConfigError(f"DSN must be a non-empty str, got {dsn!r}")
     try:
         parts = urlsplit(dsn)
-        port = parts.port or 5432
+        hosts = parts.netloc.rpartition("@")[2]
+        # several hosts (h1:5432,h2:5433), which asyncpg tries in turn, have no single port
+        port = 0 if "," in hosts else parts.port or 5432
     except ValueError as exc:
         raise ConfigError(f"DSN is not a valid URI: {exc}") from None
     if parts.scheme not in _SCHEMES:
@@ -52,7 +55,7 @@ def parse_dsn(dsn: object) -> Target:
             + (f"{parts.scheme}://" if parts.scheme else "no scheme")  # never the password
         )
     query = parse_qs(parts.query)
-    host = parts.hostname or (query.get("host") or ["localhost"])[0]
+    host = hosts if port == 0 else parts.hostname or (query.get("host") or ["localhost"])[0]
     database = parts.path.lstrip("/") or (query.get("dbname") or [parts.username or ""])[0]
     return Target(dsn=dsn, host=host, port=port, database=database or "postgres")
 

@@ -563,3 +563,12 @@ def test_subject_filters_of_the_wrong_type_are_refused(field: str) -> None:
 
 
 async def _noop(msg: kanthorq.Message) -> None: ...
+
+
+async def test_several_hosts_in_a_dsn_are_accepted_and_named_when_none_answers() -> None:
+    dsn = "postgresql://kq:secret@127.0.0.1:1,127.0.0.1:2/db"
+    app = kanthorq.App(dsn)
+    with pytest.raises(ConnectionFailed) as failed:
+        await app.open()
+    assert "127.0.0.1:1,127.0.0.1:2" in str(failed.value)
+    assert "secret" not in str(failed.value)
