@@ -59,9 +59,6 @@ class Registry:
         self._pool = pool
         self._streams: dict[str, StreamRef] = {}
 
-    def forget(self) -> None:
-        self._streams.clear()
-
     async def stream(
         self, name: str, via: asyncpg.Connection | PoolConnectionProxy | None = None
     ) -> StreamRef:

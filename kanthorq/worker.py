@@ -77,10 +77,6 @@ class ConsumerWorker:
         self._stopping.set()
         self._signal.set()
 
-    @property
-    def running(self) -> int:
-        return len(self._running)
-
     # ---- the loop -------------------------------------------------------------------
 
     async def run(self) -> None:
