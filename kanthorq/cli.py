@@ -250,7 +250,7 @@ def _common_options(*, sub: bool) -> argparse.ArgumentParser:
         choices=LOG_LEVELS,
         metavar="LEVEL",
         default=unset,
-        help="DEBUG, INFO, WARNING or ERROR on stderr (default: INFO for run, else WARNING)",
+        help="kanthorq's log level on stderr: %(choices)s (default: INFO for run, else WARNING)",
     )
     return parent
 
