@@ -105,9 +105,6 @@ class Publisher:
         self._notifier = notifier
         self._max_body = max_body_size
 
-    async def _stream(self, name: str, conn: Conn | None) -> StreamRef:
-        return await self._registry.stream(validate_name(name, "stream"), via=conn)
-
     async def publish(
         self,
         stream: str,
@@ -118,7 +115,7 @@ class Publisher:
     ) -> str:
         validate_name(stream, "stream")
         row = _row(subject, body, metadata, self._max_body)
-        ref = await self._stream(stream, conn)
+        ref = await self._registry.stream(stream, via=conn)
         sql = render("publish_one", stream_id=ref.id)
         if conn is None:
             await self._pool.execute(sql, *row)
@@ -135,7 +132,7 @@ class Publisher:
         rows = [_item_row(item, self._max_body) for item in items]
         if not rows:
             return []
-        ref = await self._stream(stream, conn)
+        ref = await self._registry.stream(stream, via=conn)
         if conn is None:
             async with self._pool.acquire() as own:
                 await self._copy(own, ref, rows)

@@ -31,6 +31,7 @@ Executor = asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool
 class StreamRef:
     id: str
     name: str
+    created_at: int  # ms; a new consumer's cursor starts here
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,8 @@ class Registry:
         if via is not None:
             row = await via.fetchrow(load("stream_get"), name)
             if row is not None and row["ready"]:
-                known = self._streams[name] = StreamRef(id=row["id"], name=name)
+                known = StreamRef(id=row["id"], name=name, created_at=row["created_at"])
+                self._streams[name] = known
                 return known
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(load("stream_get"), name)
@@ -85,16 +87,13 @@ class Registry:
                     row = await conn.fetchrow(load("stream_register"), new_id("stream"), name)
                     assert row is not None
                     await conn.execute(render("stream_table", stream_id=row["id"]))
-        ref = StreamRef(id=row["id"], name=name)
+        ref = StreamRef(id=row["id"], name=name, created_at=row["created_at"])
         self._streams[name] = ref
         return ref
 
     async def consumer(self, spec: ConsumerSpec) -> ConsumerQueries:
         """Register (or update) a consumer and create its task table."""
         stream = await self.stream(spec.stream)
-        created = await self._pool.fetchval(
-            "SELECT created_at FROM kanthorq_stream_registry WHERE id = $1", stream.id
-        )
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext($1))", f"kanthorq.consumer.{spec.name}"
@@ -107,7 +106,7 @@ class Registry:
                 spec.name,
                 list(spec.includes),
                 list(spec.excludes),
-                event_id_at(created or 0),
+                event_id_at(stream.created_at),
                 spec.attempt_max,
                 spec.visibility_timeout_ms,
             )

@@ -175,6 +175,25 @@ async def stream_table(conn: asyncpg.Connection, stream: str = "default") -> str
     return f'"kanthorq_{stream_id}"'
 
 
+async def task_row(db: asyncpg.Connection, consumer: str, event_id: str) -> asyncpg.Record | None:
+    """The consumer's task for the event, or None."""
+    table = await task_table(db, consumer)
+    return await db.fetchrow(f"SELECT * FROM {table} WHERE event_id = $1", event_id)
+
+
+async def wait_state(
+    db: asyncpg.Connection, consumer: str, event_id: str, state: int, timeout: float = 10.0
+) -> asyncpg.Record:
+    """Wait until the consumer's task for the event is in ``state``; return its row."""
+
+    async def reached() -> asyncpg.Record | None:
+        row = await task_row(db, consumer, event_id)
+        return row if row is not None and row["state"] == state else None
+
+    row: asyncpg.Record = await wait_until(reached, timeout=timeout)
+    return row
+
+
 async def task_states(conn: asyncpg.Connection, consumer: str) -> dict[int, int]:
     """How many tasks the consumer has in each state code."""
     table = await task_table(conn, consumer)

@@ -15,15 +15,10 @@ from ulid import ULID
 import kanthorq
 from kanthorq import TaskState
 from kanthorq.ids import now_ms
-from tests.conftest import Running, stream_table, task_table, wait_until
+from tests.conftest import Running, stream_table, task_row, task_table, wait_state, wait_until
 
 AppFactory = Callable[..., kanthorq.App]
 Starter = Callable[..., Awaitable[Running]]
-
-
-async def task_row(db: asyncpg.Connection, consumer: str, event_id: str) -> asyncpg.Record | None:
-    table = await task_table(db, consumer)
-    return await db.fetchrow(f"SELECT * FROM {table} WHERE event_id = $1", event_id)
 
 
 async def task_ids(db: asyncpg.Connection, consumer: str) -> list[str]:
@@ -133,7 +128,7 @@ async def test_late_nack_after_rescue_changes_nothing(
     assert row["schedule_at"] == before["schedule_at"]
 
     await attempts.settle(2, "return")
-    row = await wait_until(lambda: _in_state(db, event_id, TaskState.COMPLETED))
+    row = await wait_state(db, "c", event_id, TaskState.COMPLETED)
     assert row["attempt_count"] == 2
     assert row["attempted_error"] == before["attempted_error"]
 
@@ -156,14 +151,10 @@ async def test_late_return_and_cancel_after_rescue_change_nothing(
     # and the task must end retryable, not completed
     await attempts.settle(3, "nack")
     assert attempts.results[3] is True
-    row = await _in_state(db, event_id, TaskState.RETRYABLE)
-    assert row is not None
-    assert row["attempt_count"] == 3
-
-
-async def _in_state(db: asyncpg.Connection, event_id: str, state: int) -> asyncpg.Record | None:
     row = await task_row(db, "c", event_id)
-    return row if row is not None and row["state"] == state else None
+    assert row is not None
+    assert row["state"] == TaskState.RETRYABLE
+    assert row["attempt_count"] == 3
 
 
 # ---- no skipped events ------------------------------------------------------------------

@@ -16,7 +16,15 @@ import msgspec
 import kanthorq
 from kanthorq import TaskState
 from kanthorq.database import DB_ERRORS
-from tests.conftest import Running, stream_table, task_states, task_table, wait_until
+from tests.conftest import (
+    Running,
+    stream_table,
+    task_row,
+    task_states,
+    task_table,
+    wait_state,
+    wait_until,
+)
 
 AppFactory = Callable[..., kanthorq.App]
 Starter = Callable[..., Awaitable[Running]]
@@ -27,24 +35,8 @@ class Order(msgspec.Struct):
     note: str
 
 
-async def task_row(db: asyncpg.Connection, consumer: str, event_id: str) -> asyncpg.Record | None:
-    table = await task_table(db, consumer)
-    return await db.fetchrow(f"SELECT * FROM {table} WHERE event_id = $1", event_id)
-
-
 def errors_of(row: asyncpg.Record) -> list[dict[str, Any]]:
     return [json.loads(item) for item in row["attempted_error"]]
-
-
-async def wait_state(
-    db: asyncpg.Connection, consumer: str, event_id: str, state: int, timeout: float = 10.0
-) -> asyncpg.Record:
-    async def reached() -> asyncpg.Record | None:
-        row = await task_row(db, consumer, event_id)
-        return row if row is not None and row["state"] == state else None
-
-    row: asyncpg.Record = await wait_until(reached, timeout=timeout)
-    return row
 
 
 # ---- outcomes -----------------------------------------------------------------------
