@@ -9,7 +9,7 @@ import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import asyncpg
@@ -24,6 +24,9 @@ from kanthorq.publisher import Item, Notifier, Publisher, channel
 from kanthorq.store import Registry
 from kanthorq.subscription import DiscardHook, Handler, Subscription, make_subscription
 from kanthorq.worker import ConsumerWorker
+
+if TYPE_CHECKING:
+    from kanthorq.admin import Admin
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +90,7 @@ class App:
         self._publisher: Publisher | None = None
         self._opened = 0
         self._open_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._admin: Admin | None = None
         self._stop_requested = False  # shutdown() was called, maybe before run() started
         self._stop: asyncio.Event | None = None  # the running run()'s, in its event loop
         self.workers: dict[str, ConsumerWorker] = {}
@@ -157,6 +161,15 @@ class App:
         if self._pool is None:
             raise NotOpen()
         return self._pool
+
+    @property
+    def admin(self) -> Admin:
+        """Inspection, task management, replay and retention for this app's database."""
+        from kanthorq.admin import Admin  # the admin package imports this module
+
+        if self._admin is None:
+            self._admin = Admin(self)
+        return self._admin
 
     async def open(self) -> None:
         """Open the pool (and apply migrations); nested and concurrent opens share it."""

@@ -22,10 +22,19 @@ from typing import Any
 
 import asyncpg
 
+from kanthorq import commands as admin_commands
 from kanthorq import embedded, migrate
 from kanthorq.app import App
 from kanthorq.database import connect, parse_dsn, resolve_dsn
-from kanthorq.errors import ConfigError, InvalidName, InvalidPayload, InvalidSubject, KanthorQError
+from kanthorq.errors import (
+    ConfigError,
+    InvalidName,
+    InvalidPayload,
+    InvalidSubject,
+    KanthorQError,
+    UnknownConsumer,
+    UnknownStream,
+)
 from kanthorq.ids import validate_name
 from kanthorq.linereader import line_batches
 from kanthorq.loader import AppImportFailed, load_app
@@ -35,7 +44,14 @@ from kanthorq.subjects import validate_subject
 
 PROG = "kanthorq"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-USAGE_ERRORS = (ConfigError, InvalidSubject, InvalidName, InvalidPayload)
+USAGE_ERRORS = (
+    ConfigError,
+    InvalidSubject,
+    InvalidName,
+    InvalidPayload,
+    UnknownStream,
+    UnknownConsumer,
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -346,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --lines, events per COPY at most (default: %(default)s)",
     )
     pub.set_defaults(handler=cmd_pub, default_log_level="WARNING")
+    admin_commands.register(commands, common)
     return parser
 
 

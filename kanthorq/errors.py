@@ -54,6 +54,14 @@ class SchemaNotReady(KanthorQError):
     """The database lacks kanthorq's schema: run `kanthorq migrate up`, or App(migrate=True)."""
 
 
+class UnknownStream(KanthorQError, LookupError):
+    """No stream has this name."""
+
+
+class UnknownConsumer(KanthorQError, LookupError):
+    """No consumer has this name."""
+
+
 class VisibilityTimeout(KanthorQError):
     """The task ran longer than its visibility timeout."""
 

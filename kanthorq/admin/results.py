@@ -1,0 +1,31 @@
+"""What an admin operation reports: what changed, and what was left alone and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Changed:
+    """``updated``: rows changed. ``skipped``: rows left alone, counted per reason
+    (``"wrong state"``, ``"not found"``, ...)."""
+
+    updated: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        if count:
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
+
+    def add(self, other: Changed) -> None:
+        self.updated += other.updated
+        for reason, count in other.skipped.items():
+            self.skip(reason, count)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"updated": self.updated, "skipped": dict(self.skipped)}
+
+    def __str__(self) -> str:
+        left = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+        return f"{self.updated} updated" + (f"; left alone: {left}" if left else "")

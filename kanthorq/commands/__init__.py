@@ -1,0 +1,18 @@
+"""The admin commands of the CLI: show, tasks, replay, prune and drop.
+
+Each module registers its commands on the CLI's subparsers; :mod:`kanthorq.cli` calls
+:func:`register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from kanthorq.commands import show, tasks
+
+
+def register(commands: Any, common: list[argparse.ArgumentParser]) -> None:
+    """Add the admin commands to ``commands`` (the CLI's subparsers)."""
+    show.register(commands, common)
+    tasks.register(commands, common)
