@@ -1,0 +1,1 @@
+"""Benchmarks: kanthorq against its peers and raw asyncpg (``make bench``)."""

@@ -1,0 +1,3 @@
+"""``python -m benchmarks``: being built."""
+
+raise SystemExit("the benchmark runner is being built")

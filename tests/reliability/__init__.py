@@ -1,0 +1,1 @@
+"""The reliability battery (``make test-reliability``)."""
