@@ -8,6 +8,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,6 +22,7 @@ from kanthorq.ids import validate_name
 from kanthorq.listener import Listener
 from kanthorq.policies import BackoffFn
 from kanthorq.publisher import Item, Notifier, Publisher, channel
+from kanthorq.schedule import schedule_ms
 from kanthorq.store import Registry
 from kanthorq.subscription import DiscardHook, Handler, Subscription, make_subscription
 from kanthorq.worker import ConsumerWorker
@@ -263,10 +265,17 @@ class App:
         stream: str | None = None,
         metadata: dict[str, Any] | None = None,
         conn: Conn | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> str:
-        """Append one event; return its id. With ``conn=``, it joins that transaction."""
+        """Append one event; return its id. With ``conn=``, it joins that transaction.
+
+        ``delay`` (seconds) or ``at`` (an aware datetime): every consumer's task for the
+        event becomes runnable then, not now.
+        """
+        schedule = schedule_ms(delay, at)
         return await self._require_publisher().publish(
-            self.stream if stream is None else stream, subject, body, metadata, conn
+            self.stream if stream is None else stream, subject, body, metadata, conn, schedule
         )
 
     async def publish_many(
@@ -275,10 +284,14 @@ class App:
         *,
         stream: str | None = None,
         conn: Conn | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> list[str]:
-        """Append many events with one COPY; return their ids in order."""
+        """Append many events with one COPY; return their ids in order. ``delay`` and ``at``
+        schedule every one of them, as in :meth:`publish`."""
+        schedule = schedule_ms(delay, at)
         return await self._require_publisher().publish_many(
-            self.stream if stream is None else stream, items, conn
+            self.stream if stream is None else stream, items, conn, schedule
         )
 
     # ---- running --------------------------------------------------------------------

@@ -25,6 +25,8 @@ import asyncpg
 from kanthorq import commands as admin_commands
 from kanthorq import embedded, migrate
 from kanthorq.app import App
+from kanthorq.commands import timeparse
+from kanthorq.commands.common import non_negative_seconds
 from kanthorq.database import connect, parse_dsn, resolve_dsn
 from kanthorq.errors import (
     ConfigError,
@@ -39,6 +41,7 @@ from kanthorq.ids import validate_name
 from kanthorq.linereader import line_batches
 from kanthorq.loader import AppImportFailed, load_app
 from kanthorq.payloads import encode_metadata
+from kanthorq.schedule import schedule_ms
 from kanthorq.sqlfiles import migrations
 from kanthorq.subjects import validate_subject
 
@@ -95,6 +98,8 @@ examples:
   kanthorq pub order.cancelled '{"order_id": 42}'
   kanthorq pub order.cancelled --metadata '{"source": "cli"}' < body.json
   kanthorq pub order.cancelled --lines --stream orders < events.jsonl
+  kanthorq pub invoice.remind '{"id": 7}' --delay 3600
+  kanthorq pub invoice.remind '{"id": 7}' --at 2026-12-01T09:00:00Z
 
 BODY is stored as its UTF-8 bytes, as is stdin's content; the body is never re-encoded.
 With --lines, each non-empty stdin line is one event (its line ending removed), published
@@ -196,6 +201,7 @@ def cmd_pub(args: argparse.Namespace) -> int:
     subject = validate_subject(args.subject)
     stream = validate_name(args.stream, "stream")
     meta = _parse_metadata(args.metadata)
+    schedule_ms(args.delay, args.at)  # both given, or out of range: refused before connecting
     if args.lines and args.body is not None:
         raise ConfigError("--lines reads the events from stdin; do not give BODY as well")
     body: bytes | None = None
@@ -230,11 +236,12 @@ async def _pub(
     body: bytes | None,
 ) -> int:
     async with App(args.dsn, stream=stream) as app:
+        when = {"delay": args.delay, "at": args.at}
         if body is not None:
-            print(await app.publish(subject, body, metadata=meta), flush=True)
+            print(await app.publish(subject, body, metadata=meta, **when), flush=True)
             return EXIT_OK
         async for batch in line_batches(sys.stdin.buffer, args.batch_size):
-            ids = await app.publish_many([(subject, line, meta) for line in batch])
+            ids = await app.publish_many([(subject, line, meta) for line in batch], **when)
             sys.stdout.write("".join(f"{event_id}\n" for event_id in ids))
             sys.stdout.flush()
     return EXIT_OK
@@ -354,6 +361,19 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--stream", default="default", help="the stream (default: %(default)s)")
     pub.add_argument("--metadata", metavar="JSON", help="a JSON object stored with each event")
     pub.add_argument("--lines", action="store_true", help="one event per stdin line")
+    when = pub.add_mutually_exclusive_group()
+    when.add_argument(
+        "--delay",
+        type=non_negative_seconds,
+        metavar="SECONDS",
+        help="the tasks become runnable this many seconds from now",
+    )
+    when.add_argument(
+        "--at",
+        type=timeparse.instant,
+        metavar="TIME",
+        help="the tasks become runnable at this ISO 8601 time (with Z or an offset)",
+    )
     pub.add_argument(
         "--batch-size",
         type=_positive_int,

@@ -21,6 +21,7 @@ from kanthorq.entities import Event
 from kanthorq.errors import InvalidPayload
 from kanthorq.ids import new_id, now_ms, table_name, validate_name
 from kanthorq.payloads import encode_body, encode_metadata
+from kanthorq.schedule import with_schedule
 from kanthorq.sqlfiles import render
 from kanthorq.store import Registry, StreamRef
 from kanthorq.subjects import validate_subject
@@ -73,23 +74,25 @@ class Notifier:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-def _row(subject: object, body: object, metadata: object, max_body: int) -> Row:
+def _row(
+    subject: object, body: object, metadata: object, max_body: int, schedule: int | None
+) -> Row:
     return (
         new_id("event"),
         validate_subject(subject),
         encode_body(body, max_body),
-        encode_metadata(metadata),
+        encode_metadata(with_schedule(metadata, schedule)),
         now_ms(),
     )
 
 
-def _item_row(item: object, max_body: int) -> Row:
+def _item_row(item: object, max_body: int, schedule: int | None) -> Row:
     if isinstance(item, Event):
         if item.id:
             raise InvalidPayload("publish_many takes Events without an id; the publisher makes it")
-        return _row(item.subject, item.body, item.metadata, max_body)
+        return _row(item.subject, item.body, item.metadata, max_body, schedule)
     if isinstance(item, tuple) and len(item) in (2, 3):
-        return _row(item[0], item[1], item[2] if len(item) == 3 else None, max_body)
+        return _row(item[0], item[1], item[2] if len(item) == 3 else None, max_body, schedule)
     raise InvalidPayload(
         "publish_many items must be (subject, body), (subject, body, metadata) or "
         f"kanthorq.Event, got {type(item).__name__}"
@@ -112,9 +115,10 @@ class Publisher:
         body: object,
         metadata: dict[str, Any] | None,
         conn: Conn | None,
+        schedule: int | None = None,
     ) -> str:
         validate_name(stream, "stream")
-        row = _row(subject, body, metadata, self._max_body)
+        row = _row(subject, body, metadata, self._max_body, schedule)
         ref = await self._registry.stream(stream, via=conn)
         sql = render("publish_one", stream_id=ref.id)
         if conn is None:
@@ -126,10 +130,10 @@ class Publisher:
         return row[0]
 
     async def publish_many(
-        self, stream: str, items: Iterable[Item], conn: Conn | None
+        self, stream: str, items: Iterable[Item], conn: Conn | None, schedule: int | None = None
     ) -> list[str]:
         validate_name(stream, "stream")
-        rows = [_item_row(item, self._max_body) for item in items]
+        rows = [_item_row(item, self._max_body, schedule) for item in items]
         if not rows:
             return []
         ref = await self._registry.stream(stream, via=conn)

@@ -33,7 +33,7 @@ horizon AS (
     ) AS upto
 ),
 scanned AS (
-    SELECT e.id, e.subject, e.txid
+    SELECT e.id, e.subject, e.txid, e.metadata -> 'kanthorq.schedule_at' AS schedule
     FROM {{stream}} AS e
     WHERE (e.txid, e.id) > ((SELECT cursor_txid FROM consumer), (SELECT cursor FROM consumer))
       AND e.txid < (SELECT upto FROM horizon)
@@ -42,7 +42,14 @@ scanned AS (
 ),
 inserted AS (
     INSERT INTO {{tasks}} (event_id, subject, state, schedule_at, created_at, updated_at)
-    SELECT s.id, s.subject, 1, kanthorq_now_ms(), kanthorq_now_ms(), kanthorq_now_ms()
+    SELECT s.id, s.subject, 1,
+           -- a scheduled event (see kanthorq/schedule.py): its time, else now; a value
+           -- that is not a number of milliseconds (another client's) is ignored
+           CASE WHEN jsonb_typeof(s.schedule) = 'number'
+                THEN greatest(least(s.schedule::NUMERIC, 1e15), 0)::BIGINT
+                ELSE kanthorq_now_ms()
+           END,
+           kanthorq_now_ms(), kanthorq_now_ms()
     FROM scanned AS s
     WHERE s.subject ~ ANY ((SELECT includes FROM consumer)::TEXT[])
       AND NOT s.subject ~ ANY ((SELECT excludes FROM consumer)::TEXT[])
