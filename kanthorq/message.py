@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from kanthorq.database import Conn
 from kanthorq.entities import Event, Task
+from kanthorq.errors import MAX_DELAY, ConfigError
 
 T = TypeVar("T")
 
@@ -25,6 +27,8 @@ class Settler(Protocol):
     async def settle(
         self, msg: Message, outcome: Outcome, reason: str | None, conn: Conn | None
     ) -> bool: ...
+
+    async def extend(self, msg: Message, seconds: float) -> bool: ...
 
 
 class Message:
@@ -79,3 +83,21 @@ class Message:
     async def cancel(self, conn: Conn | None = None) -> bool:
         """Cancel the task: it will not run again unless a person resumes it."""
         return await self._settle(Outcome.CANCEL, None, conn)
+
+    async def extend(self, seconds: float) -> bool:
+        """A heartbeat for a long handler: the task is not rescued (and run again elsewhere)
+        for at least ``seconds`` from now. Fenced like an ack: returns False, changing
+        nothing, when the task was settled or this attempt lost it to a rescue; the handler
+        should then stop, since another attempt may be running."""
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not (0 < seconds <= MAX_DELAY and math.isfinite(seconds))
+        ):
+            raise ConfigError(
+                f"extend(seconds) takes a number of seconds above 0 and up to {MAX_DELAY:g}, "
+                f"got {seconds!r}"
+            )
+        if self.settled is not None:
+            return False
+        return await self._settler.extend(self, seconds)

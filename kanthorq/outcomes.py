@@ -164,6 +164,25 @@ class Outcomes:
         except Exception:
             logger.exception("consumer %s: on_discard hook failed", self._sub.name)
 
+    async def extend(self, msg: Message, seconds: float) -> bool:
+        """Push the running attempt's visibility deadline to ``seconds`` from now."""
+        deadline = await self._queries.extend(
+            self._pool,
+            msg.task.event_id,
+            msg.task.attempt_count,
+            round(self._sub.visibility_timeout * 1000),
+            round(seconds * 1000),
+        )
+        if deadline is None:
+            logger.warning(
+                "consumer %s: stale extend ignored for task %s attempt %d",
+                self._sub.name,
+                msg.task.event_id,
+                msg.task.attempt_count,
+            )
+            return False
+        return True
+
     async def settle(
         self, msg: Message, outcome: Outcome, reason: str | None, conn: Conn | None
     ) -> bool:

@@ -228,6 +228,7 @@ class ConsumerQueries:
         self._complete = render("complete", consumer_id=consumer_id)
         self._fail = render("fail", consumer_id=consumer_id)
         self._cancel = render("cancel", consumer_id=consumer_id)
+        self._extend = render("extend", consumer_id=consumer_id)
         self._hand_back = render("hand_back", consumer_id=consumer_id)
         self._rescue = render("rescue", consumer_id=consumer_id)
         self._next_due = render("next_due", consumer_id=consumer_id)
@@ -267,6 +268,14 @@ class ConsumerQueries:
 
     async def cancel(self, db: Executor, event_id: str, attempt: int) -> bool:
         return await db.fetchrow(self._cancel, event_id, attempt) is not None
+
+    async def extend(
+        self, db: Executor, event_id: str, attempt: int, visibility_timeout_ms: int, ms: int
+    ) -> int | None:
+        """Push the attempt's visibility deadline to at least ``ms`` from now; the new
+        deadline (ms since the epoch), or None when the attempt is stale."""
+        value = await db.fetchval(self._extend, event_id, attempt, visibility_timeout_ms, ms)
+        return None if value is None else int(value)
 
     async def hand_back(
         self, db: Executor, ids: Sequence[str], attempts: Sequence[int], error: bytes
