@@ -24,6 +24,7 @@ def add_filter_options(
     *,
     default_limit: int | None = 50,
     limit_help: str = "at most N tasks",
+    with_limit: bool = True,
 ) -> None:
     """Add --consumer (required), --state (repeatable), --subject, --older-than and --limit.
 
@@ -48,6 +49,8 @@ def add_filter_options(
         metavar="SECONDS",
         help="only tasks created at least this many seconds ago",
     )
+    if not with_limit:
+        return
     default = "" if default_limit is None else " (default: %(default)s)"
     group.add_argument(
         "--limit",
