@@ -30,6 +30,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     created_at: int = 0
 
 
+# The task metadata key that a resume writes: the attempts counted before it, which no
+# longer use up the budget. attempt_count itself only grows, so every attempt has its own
+# number and a stale attempt can never be mistaken for a current one.
+ATTEMPT_BASE_KEY = "kanthorq.attempt_base"
+
+
 class Task(msgspec.Struct, kw_only=True):
     """One consumer's task for an event, as it was when the worker claimed it."""
 
@@ -44,3 +50,11 @@ class Task(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any]
     created_at: int
     updated_at: int
+
+    @property
+    def attempts_used(self) -> int:
+        """The attempts that count against the budget: those since the last resume."""
+        base = self.metadata.get(ATTEMPT_BASE_KEY, 0)
+        if isinstance(base, bool) or not isinstance(base, int):
+            base = 0
+        return max(self.attempt_count - base, 0)

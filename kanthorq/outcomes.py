@@ -100,8 +100,9 @@ class Outcomes:
         conn: Conn | None = None,
     ) -> bool:
         attempt = msg.task.attempt_count
-        discard = discard or attempt >= self._sub.attempt_max
-        seconds = 0.0 if discard else self._retry_delay(attempt, delay)
+        used = msg.task.attempts_used  # after a resume, the budget starts again
+        discard = discard or used >= self._sub.attempt_max
+        seconds = 0.0 if discard else self._retry_delay(used, delay)
         try:
             changed = await self._queries.fail(
                 conn or self._pool,

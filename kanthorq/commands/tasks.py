@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from kanthorq.commands import task_view
+from kanthorq.commands import task_ops, task_view
 from kanthorq.commands.common import FMT
 
 
@@ -20,3 +20,4 @@ def register(commands: Any, common: list[argparse.ArgumentParser]) -> None:
     parser.set_defaults(default_log_level="WARNING")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     task_view.register(actions, common)
+    task_ops.register(actions, common)
