@@ -2,8 +2,164 @@
 
 from __future__ import annotations
 
-from kanthorq.admin.base import AdminBase
+from typing import Any
+
+import asyncpg
+
+from kanthorq.admin.base import AdminBase, ConsumerInfo
+from kanthorq.admin.filters import TaskFilter, state_name
+from kanthorq.admin.overview import OverviewReader
+from kanthorq.admin.views import EventView, Overview, TaskDetail, TaskView, decode_json
+from kanthorq.errors import ConfigError, UnknownStream
+from kanthorq.ids import validate_name
+from kanthorq.sqlfiles import load
+
+EXACT_LIMIT = 10_000
+MAX_LIST = 10_000
+# the orders of list_tasks: newest event first, oldest first, or next run first
+ORDERS = {
+    "newest": "t.event_id DESC",
+    "oldest": "t.event_id",
+    "due": "t.schedule_at, t.event_id",
+}
+
+
+def _whole(value: object, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{what} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _decoded(text: str | None) -> Any:
+    """A JSON value stored as text; text that is not JSON is kept as it is."""
+    if text is None:
+        return None
+    ok, value = decode_json(text)
+    return value if ok else text
+
+
+def _error_records(raw: list[str] | None) -> list[dict[str, Any]]:
+    records = []
+    for text in raw or ():
+        value = _decoded(text)
+        records.append(value if isinstance(value, dict) else {"raw": text})
+    return records
+
+
+def _task_view(row: asyncpg.Record) -> TaskView:
+    last = _decoded(row["last_error"])
+    if last is not None and not isinstance(last, dict):
+        last = {"error": str(last)}
+    message = None if last is None else last.get("error", last.get("raw"))
+    at = None if last is None else last.get("at")
+    return TaskView(
+        event_id=row["event_id"],
+        subject=row["subject"],
+        state=state_name(row["state"]),
+        state_code=row["state"],
+        attempts=row["attempt_count"],
+        schedule_at=row["schedule_at"],
+        attempted_at=row["attempted_at"],
+        finalized_at=row["finalized_at"],
+        errors=row["errors"] or 0,
+        last_error=None if message is None else str(message),
+        last_error_at=at if isinstance(at, int) and not isinstance(at, bool) else None,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _task_detail(info: ConsumerInfo, row: asyncpg.Record) -> TaskDetail:
+    event = None
+    if row["found"]:
+        event = EventView(
+            id=row["event_id"],
+            subject=row["event_subject"],
+            created_at=row["event_created_at"],
+            metadata=_decoded(row["event_metadata"]),
+            body=row["body"] or b"",
+        )
+    return TaskDetail(
+        consumer=info.name,
+        stream=info.stream_name,
+        event_id=row["event_id"],
+        subject=row["subject"],
+        state=state_name(row["state"]),
+        state_code=row["state"],
+        attempts=row["attempt_count"],
+        attempt_max=info.attempt_max,
+        schedule_at=row["schedule_at"],
+        attempted_at=row["attempted_at"],
+        finalized_at=row["finalized_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        metadata=_decoded(row["metadata"]),
+        errors=_error_records(row["attempted_error"]),
+        event=event,
+    )
 
 
 class Inspection(AdminBase):
     """``show``, ``list_tasks`` and ``get_task``."""
+
+    async def show(self, stream: str | None = None, *, exact_limit: int = EXACT_LIMIT) -> Overview:
+        """Every stream and consumer (of ``stream`` only, when given), read in one snapshot.
+
+        Counts (events, lag, tasks per state) are exact below ``exact_limit``; larger ones are
+        estimates from PostgreSQL's statistics, named in each result's ``estimated``.
+        :class:`UnknownStream` when ``stream`` does not exist.
+        """
+        if stream is not None:
+            validate_name(stream, "stream")
+        limit = _whole(exact_limit, "exact_limit", 1, 1_000_000_000)
+        async with (
+            self.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            # a table locked by DDL (a drop, a migration) fails the overview, not hangs it
+            await conn.execute("SET LOCAL lock_timeout = '5s'")
+            now: int = await conn.fetchval("SELECT kanthorq_now_ms()")
+            stream_rows = await conn.fetch(load("inspect_streams"), stream)
+            if stream is not None and not stream_rows:
+                raise UnknownStream(f"no stream named {stream!r}")
+            consumer_rows = await conn.fetch(load("inspect_consumers"), stream)
+            reader = OverviewReader(conn, now, limit)
+            by_id = {row["id"]: row for row in stream_rows}
+            streams = [await reader.stream(row) for row in stream_rows]
+            consumers = [
+                await reader.consumer(row, by_id.get(row["stream_id"])) for row in consumer_rows
+            ]
+        return Overview(now, limit, streams, consumers)
+
+    async def list_tasks(
+        self,
+        consumer: str,
+        filter: TaskFilter | None = None,
+        *,
+        limit: int = 50,
+        order: str = "newest",
+    ) -> list[TaskView]:
+        """Up to ``limit`` tasks of ``consumer`` that ``filter`` selects, ordered by
+        ``order``: ``"newest"`` event first (the default), ``"oldest"`` first, or ``"due"``
+        (the next run first). :class:`UnknownConsumer` when the consumer does not exist."""
+        limit = _whole(limit, "limit", 1, MAX_LIST)
+        if order not in ORDERS:
+            raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+        info = await self.consumer(consumer)
+        where, params = (filter or TaskFilter()).where("t", 1)
+        statement = (
+            f"{info.sql('inspect_tasks')}WHERE {where}\n"
+            f"ORDER BY {ORDERS[order]}\nLIMIT ${len(params) + 1}"
+        )
+        rows = await self.pool.fetch(statement, *params, limit)
+        return [_task_view(row) for row in rows]
+
+    async def get_task(self, consumer: str, event_id: str) -> TaskDetail | None:
+        """The task of ``consumer`` for the event ``event_id``, with every error record and
+        the event; None when the consumer has no task for it. :class:`UnknownConsumer` when
+        the consumer does not exist."""
+        if not isinstance(event_id, str) or not event_id:
+            raise ConfigError(f"not an event id: {event_id!r}")
+        info = await self.consumer(consumer)
+        row = await self.pool.fetchrow(info.sql("inspect_task"), event_id)
+        return None if row is None else _task_detail(info, row)

@@ -1,0 +1,7 @@
+-- A consumer's tasks, for kanthorq tasks list: the caller appends the condition (WHERE), the
+-- order and the limit. Only the last error record is read, not every attempt's traceback.
+SELECT t.event_id, t.subject, t.state, t.schedule_at, t.finalized_at, t.attempt_count,
+       t.attempted_at, cardinality(t.attempted_error) AS errors,
+       t.attempted_error[array_upper(t.attempted_error, 1)]::TEXT AS last_error,
+       t.created_at, t.updated_at
+FROM {{tasks}} AS t
