@@ -3,8 +3,205 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from typing import Any
+
+from kanthorq.admin import Admin
+from kanthorq.admin.inspect import ORDERS
+from kanthorq.admin.views import EventView, TaskDetail, TaskView, pretty_body, safe_text
+from kanthorq.commands.common import FMT, emit, json_option, run_admin, table
+from kanthorq.commands.filters import add_filter_options, filter_from_args
+from kanthorq.commands.formatting import moment, one_line, relative
+from kanthorq.ids import validate_name
+
+LIST_EPILOG = """\
+examples:
+  kanthorq tasks list --consumer email
+  kanthorq tasks list --consumer email --state retryable --state discarded
+  kanthorq tasks list --consumer email --subject 'order.*' --older-than 3600 --json
+
+NEXT RUN is when an available or retryable task runs (claims take the earliest first).
+"""
+SHOW_EPILOG = """\
+examples:
+  kanthorq tasks show --consumer email event_01jd9x2k3m4n5p6q7r8s9t0v1w
+  kanthorq tasks show --consumer email event_01jd9x2k3m4n5p6q7r8s9t0v1w --json
+
+Shows the task (state, attempts, next run), every error with its traceback, and the event
+(subject, metadata, and the body: indented when it is JSON, a hex dump when it is binary).
+With --json the body is {"size", "encoding": "json"|"utf-8"|"base64", "value"}.
+"""
+HEX_LIMIT = 64 * 1024  # bytes of a binary body that the text output dumps
+RUNNABLE = ("available", "retryable")
 
 
 def register(actions: Any, common: list[argparse.ArgumentParser]) -> None:
-    del actions, common  # list and show are being built
+    listing = actions.add_parser(
+        "list",
+        help="list a consumer's tasks",
+        description="List a consumer's tasks, newest event first (see --order).",
+        epilog=LIST_EPILOG,
+        formatter_class=FMT,
+        parents=common,
+    )
+    add_filter_options(listing, limit_help="show at most N tasks")
+    listing.add_argument(
+        "--order",
+        choices=list(ORDERS),
+        default="newest",
+        help="newest or oldest event first, or due: the next run first (default: %(default)s)",
+    )
+    json_option(listing)
+    listing.set_defaults(handler=cmd_list)
+
+    show = actions.add_parser(
+        "show",
+        help="show one task in full, with its errors and its event",
+        description="Show a consumer's task for one event, with every error and the event.",
+        epilog=SHOW_EPILOG,
+        formatter_class=FMT,
+        parents=common,
+    )
+    show.add_argument("event_id", metavar="EVENT_ID", help="the event's id (event_01...)")
+    show.add_argument("--consumer", required=True, metavar="NAME", help="the consumer")
+    json_option(show)
+    show.set_defaults(handler=cmd_show)
+
+
+# ---- list ---------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    validate_name(args.consumer, "consumer")
+    where = filter_from_args(args)  # a bad state or subject fails before connecting
+
+    async def action(admin: Admin) -> int:
+        now = await admin.pool.fetchval("SELECT kanthorq_now_ms()")
+        info = await admin.consumer(args.consumer)
+        tasks = await admin.list_tasks(args.consumer, where, limit=args.limit, order=args.order)
+        emit(args, [t.as_dict() for t in tasks], render_list(tasks, info.attempt_max, now))
+        return 0
+
+    return run_admin(args, action)
+
+
+def _next_run(task: TaskView, now: int) -> str:
+    if task.state not in RUNNABLE:
+        return "-"
+    return (
+        f"due {relative(task.schedule_at, now)}"
+        if task.schedule_at <= now
+        else relative(task.schedule_at, now)
+    )
+
+
+def render_list(tasks: list[TaskView], attempt_max: int, now: int) -> str:
+    if not tasks:
+        return "no tasks match"
+    headers = ["EVENT ID", "SUBJECT", "STATE", "ATTEMPTS", "NEXT RUN", "UPDATED", "LAST ERROR"]
+    rows = [
+        [
+            t.event_id,
+            one_line(t.subject, 40),
+            t.state,
+            f"{t.attempts}/{attempt_max}",
+            _next_run(t, now),
+            relative(t.updated_at, now) if t.updated_at else "-",
+            one_line(t.last_error, 60),
+        ]
+        for t in tasks
+    ]
+    return table(headers, rows)
+
+
+# ---- show ---------------------------------------------------------------------------
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    validate_name(args.consumer, "consumer")
+
+    async def action(admin: Admin) -> int:
+        now = await admin.pool.fetchval("SELECT kanthorq_now_ms()")
+        task = await admin.get_task(args.consumer, args.event_id)
+        if task is None:
+            print(
+                f"kanthorq: error: consumer {args.consumer!r} has no task for event "
+                f"{safe_text(args.event_id)!r}",
+                file=sys.stderr,
+            )
+            return 2
+        emit(args, task.as_dict(), render_task(task, now))
+        return 0
+
+    return run_admin(args, action)
+
+
+def _json_text(value: Any) -> str:
+    return safe_text(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line if line else line for line in text.splitlines())
+
+
+def _fields(pairs: list[tuple[str, str]]) -> list[str]:
+    """``name  value`` lines, the values aligned (also their second and later lines)."""
+    width = max(len(name) for name, _ in pairs)
+    follow = "\n" + " " * (width + 2)
+    return [f"{name.ljust(width)}  {value.replace(chr(10), follow)}" for name, value in pairs]
+
+
+def _errors(task: TaskDetail, now: int) -> list[str]:
+    lines = [f"errors ({len(task.errors)})"]
+    for number, record in enumerate(task.errors, 1):
+        at = record.get("at")
+        when = moment(at, now) if isinstance(at, int) and not isinstance(at, bool) else "?"
+        lines.append(f"  #{number}  attempt {record.get('attempt', '?')}  at {when}")
+        known = {"at", "attempt", "error", "traceback"}
+        message = record.get("error", record.get("raw"))
+        if message is not None:
+            lines.append(_indent(safe_text(str(message)), "      "))
+        traceback = record.get("traceback")
+        if traceback:
+            lines.append(_indent(safe_text(str(traceback).rstrip()), "      "))
+        extra = {k: v for k, v in record.items() if k not in known | {"raw"}}
+        if extra:
+            lines.append(_indent(_json_text(extra), "      "))
+    return lines
+
+
+def _event(event: EventView | None, now: int) -> list[str]:
+    if event is None:
+        return ["event", "  (the event no longer exists in its stream)"]
+    kind, body = pretty_body(event.body, HEX_LIMIT)
+    fields = [
+        ("id", event.id),
+        ("subject", safe_text(event.subject)),
+        ("created", moment(event.created_at, now)),
+        ("metadata", _json_text(event.metadata)),
+    ]
+    lines = ["event", *(_indent(line, "  ") for line in _fields(fields))]
+    lines.append(f"  body ({kind}, {len(event.body):,} bytes)")
+    if body:
+        lines.append(_indent(body))
+    return lines
+
+
+def render_task(task: TaskDetail, now: int) -> str:
+    runnable = task.state in RUNNABLE
+    pairs = [
+        ("task", task.event_id),
+        ("consumer", f"{task.consumer} (stream {task.stream})"),
+        ("subject", safe_text(task.subject)),
+        ("state", f"{task.state} ({task.state_code})"),
+        ("attempts", f"{task.attempts} of {task.attempt_max}"),
+        ("next run", moment(task.schedule_at, now) if runnable else "-"),
+        ("attempted", moment(task.attempted_at, now)),
+        ("finalized", moment(task.finalized_at, now)),
+        ("created", moment(task.created_at, now)),
+        ("updated", moment(task.updated_at, now)),
+        ("metadata", _json_text(task.metadata)),
+    ]
+    lines = [*_fields(pairs), "", *_errors(task, now), "", *_event(task.event, now)]
+    return "\n".join(lines)
