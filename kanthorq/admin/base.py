@@ -35,6 +35,7 @@ class ConsumerInfo:
     includes: tuple[str, ...]
     excludes: tuple[str, ...]
     cursor: str
+    cursor_txid: str  # the transaction half of the cursor (xid8, as text)
     attempt_max: int
     visibility_timeout_ms: int
 
@@ -52,6 +53,7 @@ def _consumer(row: asyncpg.Record) -> ConsumerInfo:
         includes=tuple(row["subject_includes"]),
         excludes=tuple(row["subject_excludes"]),
         cursor=row["cursor"],
+        cursor_txid=str(row["cursor_txid"]),
         attempt_max=row["attempt_max"],
         visibility_timeout_ms=row["visibility_timeout"],
     )
