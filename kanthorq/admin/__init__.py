@@ -11,10 +11,11 @@ from kanthorq.admin.filters import TaskFilter, parse_state, state_name
 from kanthorq.admin.history import History
 from kanthorq.admin.inspect import Inspection
 from kanthorq.admin.results import Changed
+from kanthorq.admin.retention import Retention
 from kanthorq.admin.tasks import TaskOps
 
 
-class Admin(Inspection, TaskOps, History):
+class Admin(Inspection, TaskOps, History, Retention):
     """The operations of one app's database; ``app.admin``."""
 
 

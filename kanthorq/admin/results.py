@@ -9,10 +9,12 @@ from typing import Any
 @dataclass(slots=True)
 class Changed:
     """``updated``: rows changed. ``skipped``: rows left alone, counted per reason
-    (``"wrong state"``, ``"not found"``, ...)."""
+    (``"wrong state"``, ``"not found"``, ...). ``details``: what else the operation reports
+    (a cursor's old and new position, the tables dropped)."""
 
     updated: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # what else the operation tells
 
     def skip(self, reason: str, count: int = 1) -> None:
         if count:
@@ -24,7 +26,8 @@ class Changed:
             self.skip(reason, count)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"updated": self.updated, "skipped": dict(self.skipped)}
+        found = {"updated": self.updated, "skipped": dict(self.skipped)}
+        return found | ({"details": dict(self.details)} if self.details else {})
 
     def __str__(self) -> str:
         left = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))

@@ -71,7 +71,7 @@ def _selection(event_ids: Iterable[str] | None, filter: TaskFilter | None) -> Ta
     return chosen
 
 
-def _batch_size(value: int) -> int:
+def batch_size_of(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH:
         raise ConfigError(f"batch_size must be a whole number from 1 to {MAX_BATCH}, got {value!r}")
     return value
@@ -123,7 +123,7 @@ class TaskOps(AdminBase):
         batch_size: int,
     ) -> Changed:
         selection = _selection(event_ids, filter)  # checked before any SQL runs
-        size = _batch_size(batch_size)
+        size = batch_size_of(batch_size)
         info = await self.consumer(consumer)
         result = await self._left_alone(move, info, selection)
         table = task_names(info.id)["tasks"]

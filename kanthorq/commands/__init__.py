@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from kanthorq.commands import show, tasks
+from kanthorq.commands import history, show, tasks
 
 
 def register(commands: Any, common: list[argparse.ArgumentParser]) -> None:
     """Add the admin commands to ``commands`` (the CLI's subparsers)."""
     show.register(commands, common)
     tasks.register(commands, common)
+    history.register(commands, common)
