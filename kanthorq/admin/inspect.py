@@ -10,6 +10,7 @@ from kanthorq.admin.base import AdminBase, ConsumerInfo
 from kanthorq.admin.filters import TaskFilter, state_name
 from kanthorq.admin.overview import OverviewReader
 from kanthorq.admin.views import EventView, Overview, TaskDetail, TaskView, decode_json
+from kanthorq.entities import ATTEMPT_BASE_KEY
 from kanthorq.errors import ConfigError, UnknownStream
 from kanthorq.ids import validate_name
 from kanthorq.sqlfiles import load
@@ -46,6 +47,13 @@ def _error_records(raw: list[str] | None) -> list[dict[str, Any]]:
     return records
 
 
+def _used(attempts: int, base: Any) -> int:
+    """The attempts that count against the budget: those after the base a resume recorded
+    (as :attr:`kanthorq.entities.Task.attempts_used` counts them)."""
+    counted = base if isinstance(base, int) and not isinstance(base, bool) else 0
+    return max(attempts - counted, 0)
+
+
 def _task_view(row: asyncpg.Record) -> TaskView:
     last = _decoded(row["last_error"])
     if last is not None and not isinstance(last, dict):
@@ -58,6 +66,7 @@ def _task_view(row: asyncpg.Record) -> TaskView:
         state=state_name(row["state"]),
         state_code=row["state"],
         attempts=row["attempt_count"],
+        attempts_used=_used(row["attempt_count"], _decoded(row["attempt_base"])),
         schedule_at=row["schedule_at"],
         attempted_at=row["attempted_at"],
         finalized_at=row["finalized_at"],
@@ -79,6 +88,8 @@ def _task_detail(info: ConsumerInfo, row: asyncpg.Record) -> TaskDetail:
             metadata=_decoded(row["event_metadata"]),
             body=row["body"] or b"",
         )
+    metadata = _decoded(row["metadata"])
+    base = metadata.get(ATTEMPT_BASE_KEY) if isinstance(metadata, dict) else None
     return TaskDetail(
         consumer=info.name,
         stream=info.stream_name,
@@ -87,13 +98,14 @@ def _task_detail(info: ConsumerInfo, row: asyncpg.Record) -> TaskDetail:
         state=state_name(row["state"]),
         state_code=row["state"],
         attempts=row["attempt_count"],
+        attempts_used=_used(row["attempt_count"], base),
         attempt_max=info.attempt_max,
         schedule_at=row["schedule_at"],
         attempted_at=row["attempted_at"],
         finalized_at=row["finalized_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-        metadata=_decoded(row["metadata"]),
+        metadata=metadata,
         errors=_error_records(row["attempted_error"]),
         event=event,
     )

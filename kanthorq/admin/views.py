@@ -158,15 +158,17 @@ class Overview:
 
 @dataclass(frozen=True, slots=True)
 class TaskView:
-    """One task in a list. ``schedule_at`` is its next run when it is available or
-    retryable. ``errors``: how many error records it has; ``last_error`` is the last one's
-    message (its traceback is in :class:`TaskDetail`)."""
+    """One task in a list. ``attempts``: every attempt so far; ``attempts_used``: those that
+    count against the budget (since the last resume). ``schedule_at`` is its next run when it
+    is available or retryable. ``errors``: how many error records it has; ``last_error`` is
+    the last one's message (its traceback is in :class:`TaskDetail`)."""
 
     event_id: str
     subject: str
     state: str
     state_code: int
     attempts: int
+    attempts_used: int
     schedule_at: int
     attempted_at: int
     finalized_at: int
@@ -200,7 +202,8 @@ class EventView:
 
 @dataclass(frozen=True, slots=True)
 class TaskDetail:
-    """One task in full: every error record (``at``, ``attempt``, ``error``, and
+    """One task in full (``attempts`` and ``attempts_used`` as in :class:`TaskView`): every
+    error record (``at``, ``attempt``, ``error``, and
     ``traceback`` when one was recorded; ``{"raw": text}`` for one that is not a JSON
     object), and its event (None when the event no longer exists)."""
 
@@ -211,6 +214,7 @@ class TaskDetail:
     state: str
     state_code: int
     attempts: int
+    attempts_used: int
     attempt_max: int
     schedule_at: int
     attempted_at: int

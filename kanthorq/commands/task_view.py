@@ -105,7 +105,7 @@ def render_list(tasks: list[TaskView], attempt_max: int, now: int) -> str:
             t.event_id,
             one_line(t.subject, 40),
             t.state,
-            f"{t.attempts}/{attempt_max}",
+            f"{t.attempts_used}/{attempt_max}",
             _next_run(t, now),
             relative(t.updated_at, now) if t.updated_at else "-",
             one_line(t.last_error, 60),
@@ -188,6 +188,13 @@ def _event(event: EventView | None, now: int) -> list[str]:
     return lines
 
 
+def _attempts(task: TaskDetail) -> str:
+    used = f"{task.attempts_used} of {task.attempt_max}"
+    if task.attempts == task.attempts_used:
+        return used
+    return f"{used} since the last resume ({task.attempts} in all)"
+
+
 def render_task(task: TaskDetail, now: int) -> str:
     runnable = task.state in RUNNABLE
     pairs = [
@@ -195,7 +202,7 @@ def render_task(task: TaskDetail, now: int) -> str:
         ("consumer", f"{task.consumer} (stream {task.stream})"),
         ("subject", safe_text(task.subject)),
         ("state", f"{task.state} ({task.state_code})"),
-        ("attempts", f"{task.attempts} of {task.attempt_max}"),
+        ("attempts", _attempts(task)),
         ("next run", moment(task.schedule_at, now) if runnable else "-"),
         ("attempted", moment(task.attempted_at, now)),
         ("finalized", moment(task.finalized_at, now)),
