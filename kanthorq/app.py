@@ -8,7 +8,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,6 +22,7 @@ from kanthorq.ids import validate_name
 from kanthorq.listener import Listener
 from kanthorq.policies import BackoffFn
 from kanthorq.publisher import Item, Notifier, Publisher, channel
+from kanthorq.retention import RetentionPolicy, RetentionRunner, seconds_of
 from kanthorq.schedule import schedule_ms
 from kanthorq.store import Registry
 from kanthorq.subscription import DiscardHook, Handler, Subscription, make_subscription
@@ -56,6 +57,7 @@ class App:
         poll_interval: float = 1.0,
         shutdown_timeout: float = 30.0,
         max_body_size: int = DEFAULT_MAX_BODY,
+        retention_interval: float = 600.0,
     ) -> None:
         if dsn is not None:
             parse_dsn(dsn)  # a DSN from $KANTHORQ_DSN is checked when the app opens, so
@@ -72,6 +74,7 @@ class App:
         for name, seconds in (
             ("poll_interval", poll_interval),
             ("shutdown_timeout", shutdown_timeout),
+            ("retention_interval", retention_interval),
         ):
             if (
                 isinstance(seconds, bool)
@@ -83,6 +86,7 @@ class App:
         self.statement_cache_size = statement_cache_size
         self.poll_interval = float(poll_interval)
         self.shutdown_timeout = float(shutdown_timeout)
+        self.retention_interval = float(retention_interval)
         self.max_body_size = max_body_size
         self._subscriptions: dict[str, Subscription] = {}
         self._pool: asyncpg.Pool | None = None
@@ -93,9 +97,11 @@ class App:
         self._opened = 0
         self._open_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._admin: Admin | None = None
+        self._retention: dict[str, RetentionPolicy] = {}
         self._stop_requested = False  # shutdown() was called, maybe before run() started
         self._stop: asyncio.Event | None = None  # the running run()'s, in its event loop
         self.workers: dict[str, ConsumerWorker] = {}
+        self.retention: RetentionRunner | None = None  # while run() applies retention
         self.listener: Listener | None = None
 
     # ---- subscriptions --------------------------------------------------------------
@@ -141,6 +147,26 @@ class App:
     @property
     def subscriptions(self) -> dict[str, Subscription]:
         return dict(self._subscriptions)
+
+    def retain(
+        self,
+        stream: str | None = None,
+        *,
+        events: float | timedelta | None = None,
+        tasks: float | timedelta | None = None,
+        force: bool = False,
+    ) -> None:
+        """Keep the stream's events for ``events`` and its consumers' finalized tasks for
+        ``tasks`` (a timedelta or seconds; None keeps them). The running workers apply it
+        every ``retention_interval`` seconds, one worker at a time. Events that a consumer
+        has not converted, or still has an open task for, are kept unless ``force``."""
+        name = validate_name(self.stream if stream is None else stream, "stream")
+        policy = RetentionPolicy(
+            name, seconds_of(events, "events"), seconds_of(tasks, "tasks"), bool(force)
+        )
+        if policy.events is None and policy.tasks is None:
+            raise ConfigError("retain() needs events=, tasks= or both")
+        self._retention[name] = policy
 
     # ---- the pool -------------------------------------------------------------------
 
@@ -353,6 +379,14 @@ class App:
                     tg.start_soon(self.listener.run)
                     for worker in workers:
                         tg.start_soon(worker.run)
+                    if self._retention:
+                        self.retention = RetentionRunner(
+                            self.admin,
+                            self.pool,
+                            list(self._retention.values()),
+                            self.retention_interval,
+                        )
+                        tg.start_soon(self.retention.run, stop)
                     await stop.wait()
                     self._stop_all()
             finally:

@@ -1,0 +1,123 @@
+"""Retention applied by running workers: one worker at a time, under an advisory lock.
+
+``app.retain(...)`` registers a policy per stream; every app that runs workers tries to take
+the lock every ``retention_interval`` seconds, and the one that gets it deletes the stream's
+old events (only those every consumer is done with) and prunes its consumers' old finalized
+tasks, in batches. The others skip that round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from kanthorq.database import DB_ERRORS
+from kanthorq.errors import MAX_DELAY, ConfigError, UnknownConsumer, UnknownStream
+
+if TYPE_CHECKING:
+    from kanthorq.admin import Admin
+
+logger = logging.getLogger(__name__)
+
+LOCK_KEY = "kanthorq.retention"
+
+
+def seconds_of(value: float | timedelta | None, what: str) -> float | None:
+    """A retention age in seconds, checked."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (0 <= value <= MAX_DELAY and math.isfinite(value))
+    ):
+        raise ConfigError(f"{what} must be a timedelta or seconds >= 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """Keep a stream's events for ``events`` seconds and its consumers' finalized tasks for
+    ``tasks`` seconds (None: keep them). ``force``: delete old events even when a consumer
+    still needs them."""
+
+    stream: str
+    events: float | None
+    tasks: float | None
+    force: bool = False
+
+
+class RetentionRunner:
+    def __init__(
+        self, admin: Admin, pool: asyncpg.Pool, policies: list[RetentionPolicy], interval: float
+    ) -> None:
+        self._admin = admin
+        self._pool = pool
+        self._policies = policies
+        self._interval = interval
+        self.passes = 0  # the passes this runner made while holding the lock
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """A pass now, then one every interval, until ``stop``; a pass in progress at the stop
+        is cancelled (each batch is its own transaction, so nothing is left half done)."""
+        while not stop.is_set():
+            work = asyncio.ensure_future(self.run_once())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not work.done():
+                work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
+
+    async def run_once(self) -> bool:
+        """One pass if no other worker is making one; whether this one did."""
+        try:
+            async with self._pool.acquire() as conn:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", LOCK_KEY):
+                    return False
+                try:
+                    await self._apply()
+                    self.passes += 1
+                    return True
+                finally:
+                    await asyncio.shield(
+                        conn.execute("SELECT pg_advisory_unlock(hashtext($1))", LOCK_KEY)
+                    )
+        except DB_ERRORS as exc:
+            logger.warning("retention: the pass failed, retrying next interval: %s", exc)
+            return False
+
+    async def _apply(self) -> None:
+        now = datetime.now(UTC)
+        for policy in self._policies:
+            try:
+                await self._apply_policy(policy, now)
+            except (UnknownStream, UnknownConsumer) as exc:  # not created yet, or dropped
+                logger.debug("retention: stream %s: %s", policy.stream, exc)
+
+    async def _apply_policy(self, policy: RetentionPolicy, now: datetime) -> None:
+        if policy.tasks is not None:
+            for consumer in await self._admin.consumers(policy.stream):
+                pruned = await self._admin.prune_tasks(
+                    consumer.name, before=now - timedelta(seconds=policy.tasks)
+                )
+                if pruned.updated:
+                    logger.info("retention: consumer %s: %s", consumer.name, pruned)
+        if policy.events is not None:
+            deleted = await self._admin.delete_events(
+                policy.stream, before=now - timedelta(seconds=policy.events), force=policy.force
+            )
+            if deleted.updated:
+                logger.info("retention: stream %s: %s", policy.stream, deleted)
