@@ -1,3 +1,5 @@
-"""``python -m benchmarks``: being built."""
+"""``python -m benchmarks``: kanthorq, pgqueuer, procrastinate and raw asyncpg, side by side."""
 
-raise SystemExit("the benchmark runner is being built")
+from benchmarks.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,281 @@
+"""Medians with min-max, ratios within each round, the targets of issue 3, and the output:
+a Markdown table and a JSON file."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# results[workload][series] = one dict of figures per round it ran in (with "round")
+Results = dict[str, dict[str, list[dict[str, Any]]]]
+
+SERIES_ORDER = ("kanthorq", "pgqueuer", "procrastinate", "raw")
+METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "W1": (("events_per_s", "events/s"),),
+    "W2": (
+        ("tasks_per_s", "tasks/s"),
+        ("rss_peak_mb", "worker peak RSS MB"),
+        ("worker_cpu_pct", "worker CPU %"),
+    ),
+    "W3": (("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms")),
+    "W4": (("tasks_per_s", "tasks/s (all consumers)"), ("rss_peak_mb", "worker peak RSS MB")),
+    "W5": (("tx_per_s", "tx/s"),),
+    "W6": (
+        ("tasks_per_s", "tasks/s"),
+        ("rss_start_mb", "worker RSS start MB"),
+        ("rss_peak_mb", "worker peak RSS MB"),
+        ("rss_end_mb", "worker RSS end MB"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Ratio:
+    label: str
+    top: tuple[str, str, str]  # workload, series, figure
+    bottom: tuple[str, str, str]
+    target: str
+    at_least: float | None = None  # met when the median ratio >= this
+    at_most: float | None = None  # met when the median ratio <= this
+
+
+RATIOS = (
+    Ratio(
+        "W1 kanthorq / raw COPY",
+        ("W1", "kanthorq", "events_per_s"),
+        ("W1", "raw", "events_per_s"),
+        "≥ 0.8",
+        at_least=0.8,
+    ),
+    Ratio(
+        "W2 kanthorq / pgqueuer",
+        ("W2", "kanthorq", "tasks_per_s"),
+        ("W2", "pgqueuer", "tasks_per_s"),
+        "≥ 2",
+        at_least=2.0,
+    ),
+    Ratio(
+        "W2 kanthorq / raw claim floor",
+        ("W2", "kanthorq", "tasks_per_s"),
+        ("W2", "raw", "tasks_per_s"),
+        "(stated)",
+    ),
+    Ratio(
+        "W2 kanthorq / procrastinate",
+        ("W2", "kanthorq", "tasks_per_s"),
+        ("W2", "procrastinate", "tasks_per_s"),
+        "(stated)",
+    ),
+    Ratio(
+        "W3 p50 kanthorq / pgqueuer",
+        ("W3", "kanthorq", "p50_ms"),
+        ("W3", "pgqueuer", "p50_ms"),
+        "≤ 1",
+        at_most=1.0,
+    ),
+    Ratio(
+        "W3 p99 kanthorq / pgqueuer",
+        ("W3", "kanthorq", "p99_ms"),
+        ("W3", "pgqueuer", "p99_ms"),
+        "≤ 1",
+        at_most=1.0,
+    ),
+    Ratio(
+        "W4 fan-out / W2 (kanthorq)",
+        ("W4", "kanthorq", "tasks_per_s"),
+        ("W2", "kanthorq", "tasks_per_s"),
+        "≥ 1",
+        at_least=1.0,
+    ),
+    Ratio(
+        "W5 kanthorq / raw INSERT",
+        ("W5", "kanthorq", "tx_per_s"),
+        ("W5", "raw", "tx_per_s"),
+        "≥ 0.8",
+        at_least=0.8,
+    ),
+    Ratio(
+        "W6 waiting backlog / W2",
+        ("W6", "kanthorq waiting", "tasks_per_s"),
+        ("W2", "kanthorq", "tasks_per_s"),
+        "≥ 0.8",
+        at_least=0.8,
+    ),
+    Ratio(
+        "W6 completed backlog / W2",
+        ("W6", "kanthorq completed", "tasks_per_s"),
+        ("W2", "kanthorq", "tasks_per_s"),
+        "≥ 0.8",
+        at_least=0.8,
+    ),
+    Ratio(
+        "W2 worker peak RSS (MB, not a ratio)",
+        ("W2", "kanthorq", "rss_peak_mb"),
+        ("", "", ""),
+        "< 150",
+        at_most=150.0,
+    ),
+    Ratio(
+        "W6 waiting peak RSS / W2 peak RSS",
+        ("W6", "kanthorq waiting", "rss_peak_mb"),
+        ("W2", "kanthorq", "rss_peak_mb"),
+        "flat: ≤ 1.1",
+        at_most=1.1,
+    ),
+    Ratio(
+        "W6 completed peak RSS / W2 peak RSS",
+        ("W6", "kanthorq completed", "rss_peak_mb"),
+        ("W2", "kanthorq", "rss_peak_mb"),
+        "flat: ≤ 1.1",
+        at_most=1.1,
+    ),
+)
+
+
+def _by_round(results: Results, where: tuple[str, str, str]) -> dict[int, float]:
+    workload, series, figure = where
+    if not workload:
+        return {}
+    return {
+        int(row["round"]): float(row[figure])
+        for row in results.get(workload, {}).get(series, [])
+        if figure in row
+    }
+
+
+def ratio_values(results: Results, ratio: Ratio) -> list[float]:
+    """The ratio in each round where both sides ran (the top alone when it has no bottom)."""
+    top = _by_round(results, ratio.top)
+    if not ratio.bottom[0]:
+        return [top[r] for r in sorted(top)]
+    bottom = _by_round(results, ratio.bottom)
+    return [top[r] / bottom[r] for r in sorted(top) if bottom.get(r)]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def _fmt(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    s = summary(values)
+    if s["n"] == 1:
+        return _fmt(s["median"])
+    return f"{_fmt(s['median'])} ({_fmt(s['min'])}-{_fmt(s['max'])})"
+
+
+def _split(series: str) -> tuple[str, str]:
+    """The column of a series, and what its rows add to the figure (W6's variants)."""
+    system, _, variant = series.partition(" ")
+    return system, variant
+
+
+def _rows(results: Results, workload: str) -> list[str]:
+    """The variants of ``workload`` in the results ("" for the plain systems)."""
+    return sorted({_split(series)[1] for series in results.get(workload, {})})
+
+
+def _cells(results: Results, workload: str, variant: str, figure: str) -> list[str]:
+    cells = []
+    for system in SERIES_ORDER:
+        series = f"{system} {variant}".strip()
+        rows = results.get(workload, {}).get(series, [])
+        cells.append(cell([float(r[figure]) for r in rows if figure in r]))
+    return cells
+
+
+def results_table(results: Results) -> list[str]:
+    lines = [
+        "| workload | figure | " + " | ".join(SERIES_ORDER) + " |",
+        "| --- | --- |" + " --- |" * len(SERIES_ORDER),
+    ]
+    for workload, metrics in METRICS.items():
+        for variant in _rows(results, workload):
+            for figure, label in metrics:
+                cells = _cells(results, workload, variant, figure)
+                if any(c != "-" for c in cells):
+                    name = f"{label} ({variant})" if variant else label
+                    lines.append(f"| {workload} | {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def verdict(ratio: Ratio, median: float) -> str:
+    if ratio.at_least is not None:
+        return "met" if median >= ratio.at_least else "**not met**"
+    if ratio.at_most is not None:
+        return "met" if median <= ratio.at_most else "**not met**"
+    return ""
+
+
+def ratios_table(results: Results) -> tuple[list[str], list[dict[str, Any]]]:
+    lines = [
+        "| ratio (within each round) | target | median (min-max) | rounds | |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    rows = []
+    for ratio in RATIOS:
+        values = ratio_values(results, ratio)
+        if not values:
+            continue
+        s = summary(values)
+        met = verdict(ratio, s["median"])
+        lines.append(f"| {ratio.label} | {ratio.target} | {cell(values)} | {s['n']} | {met} |")
+        rows.append(
+            {
+                "ratio": ratio.label,
+                "target": ratio.target,
+                "values": values,
+                **s,
+                "verdict": met.strip("*"),
+            }
+        )
+    return lines, rows
+
+
+def markdown(results: Results, meta: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    head = [
+        "# kanthorq benchmarks",
+        "",
+        f"- when: {meta.get('finished', '?')}; rounds: {meta.get('rounds')}; "
+        f"wall time: {meta.get('wall_seconds', 0):.0f} s",
+        f"- machine: {meta.get('machine', '?')}",
+        f"- PostgreSQL: {meta.get('server', '?')}",
+        f"- kanthorq: {meta.get('kanthorq', '?')}; peers: {meta.get('peers', '?')}",
+        f"- sizes: {meta.get('sizes', '?')}",
+        "",
+        "## Figures",
+        "",
+    ]
+    ratio_lines, ratio_rows = ratios_table(results)
+    body = [*results_table(results), "", "## Targets (issue 3)", "", *ratio_lines, ""]
+    return "\n".join(head + body), ratio_rows
+
+
+def write(results: Results, meta: dict[str, Any], out: Path, md_out: Path | None) -> str:
+    text, ratio_rows = markdown(results, meta)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = {"meta": meta, "results": results, "ratios": ratio_rows}
+    out.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    if md_out is not None:
+        md_out.parent.mkdir(parents=True, exist_ok=True)
+        md_out.write_text(text)
+    return text

@@ -1,0 +1,39 @@
+"""The benchmark runner, on small sizes: kanthorq and the raw floor, W1 and W2, one round.
+
+It needs no benchmark extra: the peers are imported only when selected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import cli
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_quick_round_reports_positive_figures(server_dsn: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = cli.parser().parse_args(
+        [
+            "--quick",
+            "--rounds=1",
+            "--only=W1,W2",
+            "--systems=kanthorq,raw",
+            f"--dsn={server_dsn}",
+            f"--out={out}",
+        ]
+    )
+    assert await cli.run(args) == 0
+    report = json.loads(out.read_text())
+    results = report["results"]
+    for system in ("kanthorq", "raw"):
+        (w1,) = results["W1"][system]
+        assert w1["events_per_s"] > 0
+        (w2,) = results["W2"][system]
+        assert w2["tasks_per_s"] > 0
+        assert w2["tasks"] == 2_000
+    assert report["meta"]["failures"] == []
+    assert out.with_suffix(".md").read_text().startswith("# kanthorq benchmarks")
