@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -119,14 +119,12 @@ class Publisher:
     ) -> str:
         validate_name(stream, "stream")
         row = _row(subject, body, metadata, self._max_body, schedule)
-        ref = await self._registry.stream(stream, via=conn)
-        sql = render("publish_one", stream_id=ref.id)
-        if conn is None:
-            await self._pool.execute(sql, *row)
-            self._notifier.notify(ref.id)
-        else:
-            await conn.execute(sql, *row)
-            await conn.execute(_NOTIFY, channel(ref.id))
+        db = self._pool if conn is None else conn
+
+        async def insert(ref: StreamRef) -> None:
+            await db.execute(render("publish_one", stream_id=ref.id), *row)
+
+        await self._write(stream, conn, insert)
         return row[0]
 
     async def publish_many(
@@ -136,15 +134,38 @@ class Publisher:
         rows = [_item_row(item, self._max_body, schedule) for item in items]
         if not rows:
             return []
-        ref = await self._registry.stream(stream, via=conn)
-        if conn is None:
+
+        async def copy(ref: StreamRef) -> None:
+            if conn is not None:
+                await self._copy(conn, ref, rows)
+                return
             async with self._pool.acquire() as own:
                 await self._copy(own, ref, rows)
-            self._notifier.notify(ref.id)
-        else:
-            await self._copy(conn, ref, rows)
-            await conn.execute(_NOTIFY, channel(ref.id))
+
+        await self._write(stream, conn, copy)
         return [row[0] for row in rows]
+
+    async def _write(
+        self, stream: str, conn: Conn | None, write: Callable[[StreamRef], Awaitable[None]]
+    ) -> None:
+        """``write`` the stream's rows, then notify its workers (after the commit when the
+        publisher owns the transaction, else inside the caller's)."""
+        for retry in (True, False):
+            ref = await self._registry.stream(stream, via=conn)
+            try:
+                await write(ref)
+            except asyncpg.UndefinedTableError:
+                # the stream was dropped (kanthorq drop stream) since this process cached it;
+                # a caller's transaction has failed, and the caller must retry it
+                self._registry.forget(stream)
+                if conn is not None or not retry:
+                    raise
+                continue
+            if conn is None:
+                self._notifier.notify(ref.id)
+            else:
+                await conn.execute(_NOTIFY, channel(ref.id))
+            return
 
     @staticmethod
     async def _copy(conn: Conn, ref: StreamRef, rows: Sequence[Row]) -> None:

@@ -91,6 +91,11 @@ class Registry:
         self._streams[name] = ref
         return ref
 
+    def forget(self, name: str) -> None:
+        """Drop the cached stream ``name`` (its table was dropped): the next use looks it up,
+        and creates it again."""
+        self._streams.pop(name, None)
+
     async def consumer(self, spec: ConsumerSpec) -> ConsumerQueries:
         """Register (or update) a consumer and create its task table."""
         stream = await self.stream(spec.stream)

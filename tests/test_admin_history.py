@@ -264,3 +264,20 @@ def test_cli_history_usage_errors_exit_2(
         code = int(exc.code or 0)
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+async def test_publishing_to_a_dropped_stream_creates_it_again(
+    app: kanthorq.App, db: asyncpg.Connection
+) -> None:
+    await app.publish("a.b")
+    await app.admin.drop_stream("default", confirm=True)
+    await app.publish("a.b")  # the process had the old stream cached
+    await app.admin.drop_stream("default", confirm=True)
+    assert len(await app.publish_many([("a.b", b"1"), ("a.c", b"2")])) == 2
+    assert await db.fetchval(f"SELECT count(*) FROM {await stream_table(db)}") == 2
+    await app.admin.drop_stream("default", confirm=True)
+    async with app.pool.acquire() as conn, conn.transaction():
+        # in the caller's transaction there is no retry: it failed, the caller retries it
+        with pytest.raises(asyncpg.UndefinedTableError):
+            await app.publish("a.b", conn=conn)
+    await app.publish("a.b", conn=None)
