@@ -55,7 +55,15 @@ def _version(name: str) -> str:
 
 
 def kanthorq_code() -> str:
+    """The code measured: its folder, commit and whether it had uncommitted changes.
+
+    ``$KANTHORQ_BENCH_CODE`` names it instead (a run from an exported tree has no git)."""
+    named = os.environ.get("KANTHORQ_BENCH_CODE")
+    if named:
+        return f"{Path(kanthorq.__file__).parent}: {named}"
     commit = _git("rev-parse", "--short", "HEAD")
+    if commit == "?":
+        return f"{Path(kanthorq.__file__).parent} (not a git checkout)"
     dirty = _git("status", "--porcelain", "--", "kanthorq", "sql")
     state = "with uncommitted changes to kanthorq/ or sql/" if dirty else "clean"
     return f"{Path(kanthorq.__file__).parent} at {commit} ({state})"
