@@ -7,7 +7,9 @@ task in a form jsonb can always hold.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import traceback
 from collections.abc import Callable
 
@@ -26,6 +28,7 @@ from kanthorq.subscription import Subscription
 logger = logging.getLogger(__name__)
 
 FALLBACK_DELAY = 60.0  # the retry delay when the consumer's backoff policy itself fails
+RECORD_RETRY_MAX = 5.0  # the longest wait between tries to record a failure
 
 
 def _storable(text: str) -> str:
@@ -103,25 +106,21 @@ class Outcomes:
         used = msg.task.attempts_used  # after a resume, the budget starts again
         discard = discard or used >= self._sub.attempt_max
         seconds = 0.0 if discard else self._retry_delay(used, delay)
-        try:
+        error = error_record(attempt, exc)
+        if conn is not None:  # the caller's transaction: a database error is the caller's
             changed = await self._queries.fail(
-                conn or self._pool,
+                conn,
                 msg.task.event_id,
                 attempt,
                 discard=discard,
                 delay_ms=round(seconds * 1000),
-                error=error_record(attempt, exc),
+                error=error,
             )
-        except DB_ERRORS as db_exc:
-            if conn is not None:
-                raise  # the caller's transaction failed: the caller must know
-            logger.warning(
-                "consumer %s: could not record the failure of %s: %s",
-                self._sub.name,
-                msg.task.event_id,
-                db_exc,
-            )
-            return False
+        else:
+            written = await self._write_failure(msg, discard, round(seconds * 1000), error)
+            if written is None:
+                return False
+            changed = written
         if not changed:
             logger.warning(
                 "consumer %s: stale failure ignored for task %s attempt %d",
@@ -134,6 +133,44 @@ class Outcomes:
         else:
             self._retry_at(seconds)
         return changed
+
+    async def _write_failure(
+        self, msg: Message, discard: bool, delay_ms: int, error: bytes
+    ) -> bool | None:
+        """Record a failure through the workers' pool. While the database cannot be reached
+        (a restart, a failover) it is tried again with a capped backoff, for up to the
+        visibility timeout: giving up at once would leave the task running until a rescue,
+        as if its worker had died. None: it could not be written."""
+        deadline = time.monotonic() + self._sub.visibility_timeout
+        backoff = 0.1
+        while True:
+            try:
+                return await self._queries.fail(
+                    self._pool,
+                    msg.task.event_id,
+                    msg.task.attempt_count,
+                    discard=discard,
+                    delay_ms=delay_ms,
+                    error=error,
+                )
+            except DB_ERRORS as db_exc:
+                if time.monotonic() + backoff > deadline:
+                    logger.warning(
+                        "consumer %s: could not record the failure of %s: %s",
+                        self._sub.name,
+                        msg.task.event_id,
+                        db_exc,
+                    )
+                    return None
+                logger.warning(
+                    "consumer %s: could not record the failure of %s yet, retrying in %.1fs: %s",
+                    self._sub.name,
+                    msg.task.event_id,
+                    backoff,
+                    db_exc,
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RECORD_RETRY_MAX)
 
     def _retry_delay(self, attempt: int, asked: float | None) -> float:
         if asked is not None:

@@ -158,3 +158,50 @@ async def test_every_backend_terminated_mid_run(dsn: str, workers: Workers) -> N
         assert killed >= 4
 
     await run_through(dsn, workers, terminate)
+
+
+@pytest.mark.timeout(60)
+async def test_a_failure_during_an_outage_is_recorded_when_the_server_is_back(
+    private_dsn: tuple[str, PrivateServer],
+) -> None:
+    """A handler fails while the server is down: its failure cannot be written then. The
+    worker must record it once the server is back, not leave the task running until the
+    visibility timeout (300 s here) as if its worker had died."""
+    dsn, server = private_dsn
+    app = kanthorq.App(dsn, poll_interval=0.5)
+    down = asyncio.Event()
+    attempts: list[int] = []
+
+    @app.subscribe(
+        "job.>", consumer="jobs", visibility_timeout=300, backoff=kanthorq.Fixed(delay=0)
+    )
+    async def handle(msg: kanthorq.Message) -> None:
+        attempts.append(msg.task.attempt_count)
+        if msg.task.attempt_count == 1:
+            await asyncio.to_thread(server.stop, "fast")
+            down.set()
+            raise RuntimeError("failed while the database was down")
+
+    running = asyncio.create_task(app.run())
+    try:
+        async with kanthorq.App(dsn) as publisher:
+            event_id = await publisher.publish("job.run", {"seq": 1})
+        await asyncio.wait_for(down.wait(), 20)
+        await asyncio.sleep(0.5)  # the outage lasts a while: the failure's write fails
+        await asyncio.to_thread(server.start)
+        db = await asyncpg.connect(dsn)
+        try:
+            table = await task_table(db, "jobs")
+            await wait_until(lambda: _state_of(db, table, event_id, 101), timeout=20, interval=0.05)
+            row = await db.fetchrow(f"SELECT * FROM {table} WHERE event_id = $1", event_id)
+        finally:
+            await db.close()
+        assert attempts == [1, 2]
+        assert "failed while the database was down" in row["attempted_error"][0]
+    finally:
+        await app.shutdown()
+        await asyncio.wait_for(running, 30)
+
+
+async def _state_of(db: asyncpg.Connection, table: str, event_id: str, state: int) -> bool:
+    return await db.fetchval(f"SELECT state FROM {table} WHERE event_id = $1", event_id) == state
