@@ -158,7 +158,14 @@ class Inspection(AdminBase):
         if order not in ORDERS:
             raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
         info = await self.consumer(consumer)
-        where, params = (filter or TaskFilter()).where("t", 1)
+        chosen = filter or TaskFilter()
+        where, params = chosen.where("t", 1)
+        if len(chosen.states) == 1:
+            # the same condition as an equality, so the (state, schedule_at, event_id) index
+            # returns the tasks of that state in order (PostgreSQL before 17 does not order
+            # the rows of an index scan on = ANY)
+            params.append(int(chosen.states[0]))
+            where += f" AND t.state = ${len(params)}::SMALLINT"
         statement = (
             f"{info.sql('inspect_tasks')}WHERE {where}\n"
             f"ORDER BY {ORDERS[order]}\nLIMIT ${len(params) + 1}"

@@ -33,8 +33,8 @@ def register(commands: Any, common: list[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "show",
         help="show every stream and consumer: events, lag, tasks per state",
-        description="Show every stream (events, newest event) and every consumer (subject "
-        "filters, lag, tasks per state, the oldest due task, tasks past their visibility "
+        description="Show every stream (events, newest event) and every consumer (subject\n"
+        "filters, lag, tasks per state, the oldest due task, tasks past their visibility\n"
         "timeout).",
         epilog=EPILOG,
         formatter_class=FMT,
