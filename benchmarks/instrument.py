@@ -3,13 +3,16 @@
 Each call of ``Connection._do_execute`` (a statement with arguments, or a fetch) is one
 round trip, plus one to prepare it when asyncpg's statement cache misses; a plain
 ``execute`` without arguments is one; a ``COPY`` is one (its rows stream in between).
-Statements are keyed by their first meaningful line, so the report reads by query.
+Statements are keyed by their first line (kanthorq's statement files open with a comment
+that says what they do), and each key also sums the seconds its calls took, waited on from
+this process (the round trip and the server's work).
 """
 
 from __future__ import annotations
 
 import functools
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -17,14 +20,24 @@ from asyncpg.connection import Connection
 
 counts: Counter[str] = Counter()
 prepares: Counter[str] = Counter()
+seconds: defaultdict[str, float] = defaultdict(float)
 
 
 def key(query: str) -> str:
     for line in query.splitlines():
         text = line.strip()
-        if text and not text.startswith("--"):
+        if text:
             return text[:90]
     return "?"
+
+
+async def _timed(name: str, call: Any) -> Any:
+    counts[name] += 1
+    start = time.perf_counter()
+    try:
+        return await call
+    finally:
+        seconds[name] += time.perf_counter() - start
 
 
 def _patch(name: str, wrapper: Any) -> None:
@@ -36,8 +49,7 @@ def _wrap(name: str, describe: Callable[[tuple[Any, ...], dict[str, Any]], str])
 
     @functools.wraps(original)
     async def counted(self: Connection, *args: Any, **kwargs: Any) -> Any:
-        counts[describe(args, kwargs)] += 1
-        return await original(self, *args, **kwargs)
+        return await _timed(describe(args, kwargs), original(self, *args, **kwargs))
 
     _patch(name, counted)
 
@@ -72,13 +84,17 @@ def install() -> None:
 
     @functools.wraps(original)
     async def execute(self: Connection, query: str, *args: Any, **kwargs: Any) -> Any:
-        if not args:  # with args, execute goes through _do_execute, counted there
-            counts[key(query)] += 1
-        return await original(self, query, *args, **kwargs)
+        if args:  # with args, execute goes through _do_execute, counted there
+            return await original(self, query, *args, **kwargs)
+        return await _timed(key(query), original(self, query, *args, **kwargs))
 
     _patch("execute", execute)
     _wrap_prepare()
 
 
 def snapshot() -> dict[str, Any]:
-    return {"statements": dict(counts), "prepares": dict(prepares)}
+    return {
+        "statements": dict(counts),
+        "prepares": dict(prepares),
+        "seconds": {k: round(v, 4) for k, v in seconds.items()},
+    }

@@ -5,6 +5,7 @@
   second pass (``w1.pstats``, top functions in the summary).
 - W2 and W3 in a worker process: py-spy samples it (``--idle``, so waiting shows as the
   event loop's ``select``), and the worker counts its round trips per statement.
+- W6 (when selected with ``--only``) in a worker process, as W2, for both backlogs.
 - The PostgreSQL server's CPU time over each part, beside the worker's.
 """
 
@@ -21,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks import instrument
+from benchmarks import backlog, instrument
 from benchmarks.config import Config
 from benchmarks.db import fresh_database
 from benchmarks.drain import timed_drain
@@ -55,6 +56,7 @@ async def _w1_pass(dsn: str, cfg: Config, profiler: cProfile.Profile | None) -> 
         prepared = [pub.prepare(b) for b in batches(cfg.events, cfg.batch)]
         instrument.counts.clear()
         instrument.prepares.clear()
+        instrument.seconds.clear()
         cpu, wall, pg = time.process_time(), time.perf_counter(), server_cpu()
         if profiler is not None:
             profiler.enable()
@@ -128,25 +130,38 @@ def collapse(raw: Path) -> dict[str, Any]:
     }
 
 
+async def _profiled_drain(
+    dsn: str, cfg: Config, raw: Path, count: Any, target: int
+) -> dict[str, Any]:
+    opts = WorkerOptions(dsn, "drain", cfg.concurrency, 1)
+    pg = server_cpu()
+    result = await timed_drain(
+        SYSTEM.name, opts, count, target, cfg, profile=raw, count_queries=True
+    )
+    result["server_cpu_s"] = server_cpu() - pg
+    result["pyspy"] = collapse(raw)
+    result["round_trips"] = per_unit(result.get("queries", {}), target)
+    return result
+
+
 async def profile_w2(cfg: Config, outdir: Path) -> dict[str, Any]:
     async with fresh_database(cfg.server_dsn, "prof_w2") as dsn:
         await SYSTEM.install(dsn)
         await publish_all(SYSTEM, dsn, batches(cfg.events, cfg.batch))
-        opts = WorkerOptions(dsn, "drain", cfg.concurrency, 1)
-        pg = server_cpu()
-        raw = outdir / "w2.pyspy.txt"
-        result = await timed_drain(
-            SYSTEM.name,
-            opts,
-            counter(SYSTEM, cfg.events),
-            cfg.events,
-            cfg,
-            profile=raw,
-            count_queries=True,
-        )
-        result["server_cpu_s"] = server_cpu() - pg
-    result["pyspy"] = collapse(raw)
-    return result
+        count = counter(SYSTEM, cfg.events)
+        return await _profiled_drain(dsn, cfg, outdir / "w2.pyspy.txt", count, cfg.events)
+
+
+async def profile_w6(cfg: Config, outdir: Path, variant: str) -> dict[str, Any]:
+    async with fresh_database(cfg.server_dsn, f"prof_w6_{variant}") as dsn:
+        last = await backlog.seed(dsn, cfg, variant)
+        after = ""
+        if variant == "completed":
+            after = last
+            await publish_all(SYSTEM, dsn, batches(cfg.backlog_slice, cfg.batch))
+        count = backlog.completed_after(after)
+        raw = outdir / f"w6_{variant}.pyspy.txt"
+        return await _profiled_drain(dsn, cfg, raw, count, cfg.backlog_slice)
 
 
 async def profile_w3(cfg: Config, outdir: Path) -> dict[str, Any]:
@@ -171,12 +186,25 @@ async def profile_w3(cfg: Config, outdir: Path) -> dict[str, Any]:
 
 
 def per_unit(stats: dict[str, Any], units: int) -> dict[str, Any]:
-    statements = sum(stats.get("statements", {}).values())
+    """Round trips per task (or batch, or event), and each statement's calls and time."""
+    calls: dict[str, int] = stats.get("statements", {})
+    spent: dict[str, float] = stats.get("seconds", {})
     prepares = sum(stats.get("prepares", {}).values())
+    rows = [
+        {
+            "statement": name,
+            "calls": n,
+            "per_unit": n / max(units, 1),
+            "total_s": spent.get(name, 0.0),
+            "avg_ms": 1000 * spent.get(name, 0.0) / n,
+        }
+        for name, n in sorted(calls.items(), key=lambda kv: -spent.get(kv[0], 0.0))
+    ]
     return {
-        "round_trips_total": statements + prepares,
-        "round_trips_per_unit": (statements + prepares) / max(units, 1),
-        "by_statement": sorted(stats.get("statements", {}).items(), key=lambda kv: -kv[1]),
+        "round_trips_total": sum(calls.values()) + prepares,
+        "round_trips_per_unit": (sum(calls.values()) + prepares) / max(units, 1),
+        "prepares": prepares,
+        "by_statement": rows,
     }
 
 
@@ -193,8 +221,10 @@ async def profile(cfg: Config, outdir: Path) -> None:
         "w1": w1,
         "w1_round_trips_per_batch": per_unit(w1["plain"], cfg.events // cfg.batch),
         "w2": w2,
-        "w2_round_trips_per_task": per_unit(w2.get("queries", {}), cfg.events),
         "w3_round_trips_per_event": per_unit(w3.get("queries", {}), cfg.latency_count),
     }
+    if "W6" in cfg.only:
+        for variant in backlog.VARIANTS:
+            summary[f"w6_{variant}"] = await profile_w6(cfg, outdir, variant)
     _write(outdir, summary)
     print(json.dumps(summary, indent=2, default=str))
