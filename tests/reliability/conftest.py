@@ -10,6 +10,7 @@ UPDATE-ing the tasks' timestamps (milliseconds since the epoch), never by sleepi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -27,6 +28,7 @@ import pytest
 
 import kanthorq
 from tests.conftest import task_table
+from tests.reliability.private_pg import PrivateServer
 
 LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -286,6 +288,22 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
         yield pool
     finally:
         pool.kill_all()
+
+
+@pytest.fixture
+async def private_dsn() -> AsyncIterator[tuple[str, PrivateServer]]:
+    server = PrivateServer()
+    try:
+        await asyncio.to_thread(server.init)
+        await asyncio.to_thread(server.start)
+        admin = await asyncpg.connect(server.dsn)
+        try:
+            await admin.execute("CREATE DATABASE kq")
+        finally:
+            await admin.close()
+        yield server.dsn.rsplit("/", 1)[0] + "/kq", server
+    finally:
+        await asyncio.to_thread(server.destroy)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -28,22 +28,6 @@ VT_MS = 300_000
 POLL = 10.0  # long: a wake-up faster than this came through LISTEN, not the poll
 KNOBS = {"concurrency": 20, "poll": POLL, "vt": VT_MS / 1000, "started": 0, "backoff": 0.2}
 Disrupt = Callable[[], Awaitable[None]]
-
-
-@pytest.fixture
-async def private_dsn() -> AsyncIterator[tuple[str, PrivateServer]]:
-    server = PrivateServer()
-    try:
-        await asyncio.to_thread(server.init)
-        await asyncio.to_thread(server.start)
-        admin = await asyncpg.connect(server.dsn)
-        try:
-            await admin.execute("CREATE DATABASE kq")
-        finally:
-            await admin.close()
-        yield server.dsn.rsplit("/", 1)[0] + "/kq", server
-    finally:
-        await asyncio.to_thread(server.destroy)
 
 
 async def run_through(dsn: str, workers: Workers, disrupt: Disrupt) -> None:

@@ -5,7 +5,8 @@ KANTHORQ_SOAK_WORKERS (4), KANTHORQ_SOAK_KILL_EVERY (60 s). Events are published
 rate over the first 90% of the run; every KILL_EVERY seconds one worker (never the first,
 whose memory is watched) is killed with SIGKILL and replaced. Then the backlog drains, and
 the report is printed: lost, duplicates, RSS at the start (after warm-up) and at the end,
-dead tuples, claim latency.
+dead tuples, claim latency. It runs on a PostgreSQL server of its own, started with
+PostgreSQL's default settings, so its load and its vacuuming are its own.
 
     KANTHORQ_SOAK_SECONDS=180 KANTHORQ_SOAK_EVENTS=50000 make test-reliability PYTEST_ARGS="-m soak"
 """
@@ -26,7 +27,8 @@ import pytest
 
 import kanthorq
 from tests.conftest import stream_table, task_table, wait_until
-from tests.reliability.conftest import Worker, Workers, audit, bodies
+from tests.reliability.conftest import Worker, Workers, audit, bodies, create_ledger
+from tests.reliability.private_pg import PrivateServer
 
 SECONDS = float(os.environ.get("KANTHORQ_SOAK_SECONDS", "1800"))
 EVENTS = int(os.environ.get("KANTHORQ_SOAK_EVENTS", "1000000"))
@@ -35,7 +37,8 @@ KILL_EVERY = float(os.environ.get("KANTHORQ_SOAK_KILL_EVERY", "60"))
 DRAIN = 600.0
 VT = 15.0  # a killed worker's tasks come back after this (real time: the soak is real time)
 WARM_UP = min(60.0, SECONDS / 5)
-KNOBS = {"concurrency": 50, "vt": VT, "poll": 1.0, "started": 0, "backoff": 0.5}
+# handlers take 20 ms (I/O, say), so a killed worker has tasks in flight
+KNOBS = {"concurrency": 50, "vt": VT, "poll": 1.0, "started": 0, "backoff": 0.5, "sleep_ms": 20}
 
 
 @dataclass
@@ -132,16 +135,30 @@ async def latency(db: asyncpg.Connection, table: str, events: str) -> tuple[floa
 @pytest.mark.soak
 @pytest.mark.timeout(SECONDS + DRAIN + 300)
 async def test_soak(
-    dsn: str,
-    ledger_db: asyncpg.Connection,
+    private_dsn: tuple[str, PrivateServer],
     workers: Workers,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    db = ledger_db
+    dsn = private_dsn[0]  # a server of its own, with PostgreSQL's defaults (autovacuum on)
+    db = await asyncpg.connect(dsn)
+    try:
+        await run_soak(dsn, db, workers, capsys, tmp_path)
+    finally:
+        await db.close()
+
+
+async def run_soak(
+    dsn: str,
+    db: asyncpg.Connection,
+    workers: Workers,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
     publisher = kanthorq.App(dsn, pool_size=4)
     samples = Samples()
     async with publisher:
+        await create_ledger(db)
         await publisher.publish("job.soak", {"seq": -1})  # the stream exists before the workers
         pool = [workers.spawn(dsn, log_level="WARNING", **KNOBS) for _ in range(WORKERS)]
         witness = pool[0]
