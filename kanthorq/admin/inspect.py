@@ -160,10 +160,11 @@ class Inspection(AdminBase):
         info = await self.consumer(consumer)
         chosen = filter or TaskFilter()
         where, params = chosen.where("t", 1)
-        if len(chosen.states) == 1:
+        if order == "due" and len(chosen.states) == 1:
             # the same condition as an equality, so the (state, schedule_at, event_id) index
             # returns the tasks of that state in order (PostgreSQL before 17 does not order
-            # the rows of an index scan on = ANY)
+            # the rows of an index scan on = ANY). Only here: the planner counts the condition
+            # twice, and for the other orders it would then pick that index and sort.
             params.append(int(chosen.states[0]))
             where += f" AND t.state = ${len(params)}::SMALLINT"
         statement = (

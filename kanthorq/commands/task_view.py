@@ -22,6 +22,8 @@ examples:
   kanthorq tasks list --consumer email --subject 'order.*' --older-than 3600 --json
 
 NEXT RUN is when an available or retryable task runs (claims take the earliest first).
+On a consumer with millions of tasks, give --older-than with --order oldest: newest first
+reads past every newer task before it finds old ones.
 """
 SHOW_EPILOG = """\
 examples:
