@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -146,12 +147,13 @@ async def test_every_backend_terminated_mid_run(dsn: str, workers: Workers) -> N
 
 @pytest.mark.timeout(60)
 async def test_a_failure_during_an_outage_is_recorded_when_the_server_is_back(
-    private_dsn: tuple[str, PrivateServer],
+    private_dsn: tuple[str, PrivateServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A handler fails while the server is down: its failure cannot be written then. The
     worker must record it once the server is back, not leave the task running until the
     visibility timeout (300 s here) as if its worker had died."""
     dsn, server = private_dsn
+    caplog.set_level(logging.WARNING, logger="kanthorq")
     app = kanthorq.App(dsn, poll_interval=0.5)
     down = asyncio.Event()
     attempts: list[int] = []
@@ -171,7 +173,11 @@ async def test_a_failure_during_an_outage_is_recorded_when_the_server_is_back(
         async with kanthorq.App(dsn) as publisher:
             event_id = await publisher.publish("job.run", {"seq": 1})
         await asyncio.wait_for(down.wait(), 20)
-        await asyncio.sleep(0.5)  # the outage lasts a while: the failure's write fails
+        # the outage lasts until the worker has tried, and failed, to record the failure
+        await wait_until(
+            lambda: any("could not record the failure" in r.getMessage() for r in caplog.records),
+            timeout=20,
+        )
         await asyncio.to_thread(server.start)
         db = await asyncpg.connect(dsn)
         try:
