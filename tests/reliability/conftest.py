@@ -316,3 +316,13 @@ async def opened(dsn: str) -> AsyncIterator[kanthorq.App]:
 
 def monotonic() -> float:
     return time.monotonic()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The soak is opt-in: a plain ``pytest`` run leaves it out unless ``-m`` names it."""
+    if "soak" in (config.getoption("markexpr") or ""):
+        return
+    soak = [item for item in items if item.get_closest_marker("soak")]
+    if soak:
+        config.hook.pytest_deselected(items=soak)
+        items[:] = [item for item in items if not item.get_closest_marker("soak")]
