@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -98,9 +99,11 @@ async def run(args: argparse.Namespace) -> int:
         await profile(cfg, args.profile)
         return 0
     info = await meta.collect(cfg, source)
+    load = os.getloadavg()
     started = time.perf_counter()
     results, failures = await runner.run_rounds(cfg)
     info["wall_seconds"] = time.perf_counter() - started
+    info["load"] = f"{load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     info["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     info["failures"] = failures
     print(report.write(results, info, cfg.out, cfg.markdown))

@@ -96,5 +96,5 @@ def snapshot() -> dict[str, Any]:
     return {
         "statements": dict(counts),
         "prepares": dict(prepares),
-        "seconds": {k: round(v, 4) for k, v in seconds.items()},
+        "statement_seconds": {k: round(v, 4) for k, v in seconds.items()},
     }

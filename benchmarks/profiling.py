@@ -188,7 +188,7 @@ async def profile_w3(cfg: Config, outdir: Path) -> dict[str, Any]:
 def per_unit(stats: dict[str, Any], units: int) -> dict[str, Any]:
     """Round trips per task (or batch, or event), and each statement's calls and time."""
     calls: dict[str, int] = stats.get("statements", {})
-    spent: dict[str, float] = stats.get("seconds", {})
+    spent: dict[str, float] = stats.get("statement_seconds", {})
     prepares = sum(stats.get("prepares", {}).values())
     rows = [
         {

@@ -257,7 +257,7 @@ def markdown(results: Results, meta: dict[str, Any]) -> tuple[str, list[dict[str
         "",
         f"- when: {meta.get('finished', '?')}; rounds: {meta.get('rounds')}; "
         f"wall time: {meta.get('wall_seconds', 0):.0f} s",
-        f"- machine: {meta.get('machine', '?')}",
+        f"- machine: {meta.get('machine', '?')}; load average (1 min): {meta.get('load', '?')}",
         f"- PostgreSQL: {meta.get('server', '?')}",
         f"- kanthorq: {meta.get('kanthorq', '?')}; peers: {meta.get('peers', '?')}",
         f"- sizes: {meta.get('sizes', '?')}",

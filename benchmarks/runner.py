@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from typing import Any
@@ -51,6 +52,7 @@ async def one_round(cfg: Config, index: int, results: Results, failures: list[st
         for series in rotated(series_of(workload, cfg), index):
             label = _label(workload, series)
             started = time.perf_counter()
+            load = os.getloadavg()[0]  # how busy the machine was (other users too)
             try:
                 result = await measure(workload, series, cfg)
             except Exception as exc:  # one failed measurement must not lose the others
@@ -58,6 +60,7 @@ async def one_round(cfg: Config, index: int, results: Results, failures: list[st
                 logger.error("%s %s failed:\n%s", workload, label, traceback.format_exc())
                 continue
             result["round"] = index
+            result["load_1m_before"] = load
             results.setdefault(workload, {}).setdefault(label, []).append(result)
             logger.info(
                 "round %d %s %-22s %s (%.0fs)",
