@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -198,6 +199,19 @@ async def age_running(
 # ---- worker processes ------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the test process dies (Linux), so a test
+    run that is itself killed (a CI timeout) leaves no worker behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the fixture's finally still kills them
+        pass
+
+
+PR_SET_PDEATHSIG = 1
+
+
 class Worker:
     """One ``kanthorq run`` process; its output goes to a log file."""
 
@@ -264,6 +278,7 @@ class Workers:
                 stdin=subprocess.DEVNULL,
                 cwd=self.folder,
                 env=env,
+                preexec_fn=_die_with_parent,
             )
         worker = Worker(proc, log, name)
         self.started.append(worker)

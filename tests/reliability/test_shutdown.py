@@ -17,7 +17,7 @@ GRACE = 2.0
 SHORT, LONG, EXTRA = 5, 3, 10
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 async def test_sigterm_finishes_short_handlers_and_hands_back_long_ones(
     ledger_db: asyncpg.Connection, opened: kanthorq.App, workers: Workers, dsn: str
 ) -> None:
@@ -30,7 +30,7 @@ async def test_sigterm_finishes_short_handlers_and_hands_back_long_ones(
         assert first.alive(), workers.logs()
         return await db.fetchval("SELECT count(*) FROM started") == SHORT + LONG
 
-    await wait_until(all_started, timeout=30)
+    await wait_until(all_started, timeout=60)
     # more work waits, which the stopping worker must not claim when its short handlers end
     extra = [await opened.publish("job.extra", {"seq": 200 + n}) for n in range(EXTRA)]
     table = await task_table(db, "jobs")
