@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -199,17 +198,18 @@ async def age_running(
 # ---- worker processes ------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: be killed when the test process dies (Linux), so a test
-    run that is itself killed (a CI timeout) leaves no worker behind."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the fixture's finally still kills them
-        pass
-
-
-PR_SET_PDEATHSIG = 1
+# Runs the worker through a launcher that first asks Linux to kill it when the test process
+# dies (PR_SET_PDEATHSIG survives the exec), so a test run that is itself killed (a CI
+# timeout) leaves no worker behind. Elsewhere prctl is missing and the fixture's finally
+# still kills them.
+LAUNCH = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+)
 
 
 class Worker:
@@ -262,6 +262,8 @@ class Workers:
             proc = subprocess.Popen(
                 [
                     sys.executable,
+                    "-c",
+                    LAUNCH,
                     "-m",
                     "kanthorq",
                     "run",
@@ -278,7 +280,6 @@ class Workers:
                 stdin=subprocess.DEVNULL,
                 cwd=self.folder,
                 env=env,
-                preexec_fn=_die_with_parent,
             )
         worker = Worker(proc, log, name)
         self.started.append(worker)
