@@ -311,7 +311,7 @@ async def private_dsn() -> AsyncIterator[tuple[str, PrivateServer]]:
     server = PrivateServer()
     try:
         await asyncio.to_thread(server.init)
-        await asyncio.to_thread(server.start)
+        server.start()  # in this thread: the server lives as long as it
         admin = await asyncpg.connect(server.dsn)
         try:
             await admin.execute("CREATE DATABASE kq")

@@ -2,7 +2,8 @@
 
 The binaries are the ones the ``pgserver`` package ships (they work on a machine with no
 system PostgreSQL), else a system installation's. PostgreSQL refuses to run as root, so
-under root the server runs as the unprivileged user pgserver itself uses.
+under root the server runs as the unprivileged user pgserver itself uses. With ``setpriv``
+(util-linux) the server is a child that dies with the test process.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -52,6 +54,7 @@ class PrivateServer:
         self.log = self.root / "server.log"
         self.port = free_port()
         self.user: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         if os.geteuid() == 0:
             self._prepare_for_root()
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
@@ -108,27 +111,80 @@ class PrivateServer:
         )
 
     def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off"
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.log),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
+        """Start the server and wait until it accepts connections. Call it from the main
+        thread: the server is killed when the thread that started it ends (below)."""
+        options = [
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-k",
+            str(self.root),
+            "-c",
+            "fsync=off",
+        ]
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:  # no way to tie its life to ours: pg_ctl, and destroy() stops it
+            self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-o",
+                " ".join(options),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            )
+            return
+        # the postmaster is our child, killed if this test process dies (a CI timeout),
+        # so a killed run leaves no server behind
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    setpriv,
+                    "--pdeathsig",
+                    "KILL",
+                    "--",
+                    str(self.bin / "postgres"),
+                    "-D",
+                    str(self.data),
+                    *options,
+                ],
+                user=self.user,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.root,
+            )
+        deadline = time.monotonic() + 60
+        while not self._ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start:\n{self.server_log()}")
+            time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        probe = subprocess.run(
+            [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            capture_output=True,
+            timeout=10,
         )
+        return probe.returncode == 0
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+        if self.proc is not None:
+            self.proc.wait(30)
+            self.proc = None
 
     def destroy(self) -> None:
         """Stop the server, whatever its state, and remove its files."""
         if (self.data / "postmaster.pid").exists():
             with contextlib.suppress(Exception):
                 self.stop("immediate")
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(30)
         shutil.rmtree(self.root, ignore_errors=True)

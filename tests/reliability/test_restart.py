@@ -121,7 +121,7 @@ async def test_server_restart_mid_run(
 
     async def restart() -> None:
         await asyncio.to_thread(server.stop, "fast")
-        await asyncio.to_thread(server.start)
+        server.start()  # in this thread: the server lives as long as it
 
     await run_through(dsn, workers, restart)
 
@@ -178,7 +178,7 @@ async def test_a_failure_during_an_outage_is_recorded_when_the_server_is_back(
             lambda: any("could not record the failure" in r.getMessage() for r in caplog.records),
             timeout=20,
         )
-        await asyncio.to_thread(server.start)
+        server.start()  # in this thread: the server lives as long as it
         db = await asyncpg.connect(dsn)
         try:
             table = await task_table(db, "jobs")
