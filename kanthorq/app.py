@@ -406,6 +406,7 @@ class App:
             # a connection that stops answering (a black-holed network) fails the statement
             # instead of holding a worker, or its shutdown, until TCP gives up
             command_timeout=WORKER_STATEMENT_TIMEOUT,
+            private=True,
         )
         try:
             yield pool

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -100,6 +103,35 @@ async def connect(target: Target, *, timeout: float = 10.0, **kwargs: Any) -> as
         raise _failed(target, exc) from exc
 
 
+# Set while kanthorq's own statements hold a pooled connection. asyncpg resets every
+# connection returned to a pool with one more statement (UNLISTEN *, RESET ALL, advisory
+# unlock, CLOSE ALL): a second round trip for each of our one-statement uses, which change
+# no session state. Connections that callers borrow (app.pool.acquire()) are still reset.
+_OWN_STATEMENT: ContextVar[bool] = ContextVar("kanthorq_own_statement", default=False)
+
+
+@contextmanager
+def own_statement() -> Iterator[None]:
+    """Mark the pooled uses inside as kanthorq's own: released without the session reset."""
+    token = _OWN_STATEMENT.set(True)
+    try:
+        yield
+    finally:
+        _OWN_STATEMENT.reset(token)
+
+
+async def _reset_borrowed(conn: asyncpg.Connection) -> None:
+    # asyncpg has rolled back any open transaction before calling this
+    if not _OWN_STATEMENT.get():
+        query = conn.get_reset_query()
+        if query:
+            await conn.execute(query)
+
+
+async def _reset_nothing(conn: asyncpg.Connection) -> None:
+    """For a pool only kanthorq uses: nothing changes session state, nothing to reset."""
+
+
 async def create_pool(
     target: Target,
     *,
@@ -108,8 +140,11 @@ async def create_pool(
     statement_cache_size: int,
     timeout: float = 10.0,
     command_timeout: float | None = None,
+    private: bool = False,
 ) -> asyncpg.Pool:
-    """``command_timeout``: seconds any statement may take (None: no limit)."""
+    """``command_timeout``: seconds any statement may take (None: no limit). ``private``: only
+    kanthorq's statements use the pool, so released connections need no session reset;
+    otherwise only the uses marked with :func:`own_statement` skip it."""
     try:
         pool = await asyncpg.create_pool(
             target.dsn,
@@ -118,6 +153,7 @@ async def create_pool(
             statement_cache_size=statement_cache_size,
             timeout=timeout,
             command_timeout=command_timeout,
+            reset=_reset_nothing if private else _reset_borrowed,
         )
     except _CONNECT_ERRORS as exc:
         raise _failed(target, exc) from exc

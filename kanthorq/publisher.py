@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from kanthorq.database import DB_ERRORS, Conn
+from kanthorq.database import DB_ERRORS, Conn, own_statement
 from kanthorq.entities import Event
 from kanthorq.errors import InvalidPayload
 from kanthorq.ids import new_id, now_ms, table_name, validate_name
@@ -64,7 +64,8 @@ class Notifier:
         self._pending.discard(stream_id)
         self._last[stream_id] = time.monotonic()
         try:
-            await self._pool.execute(_NOTIFY, channel(stream_id))
+            with own_statement():
+                await self._pool.execute(_NOTIFY, channel(stream_id))
         except DB_ERRORS as exc:
             # a lost wake-up only costs latency: the workers' poll finds the events
             logger.warning("could not notify stream %s: %s", stream_id, exc)
@@ -150,6 +151,12 @@ class Publisher:
     ) -> None:
         """``write`` the stream's rows, then notify its workers (after the commit when the
         publisher owns the transaction, else inside the caller's)."""
+        with own_statement():
+            await self._write_once_or_twice(stream, conn, write)
+
+    async def _write_once_or_twice(
+        self, stream: str, conn: Conn | None, write: Callable[[StreamRef], Awaitable[None]]
+    ) -> None:
         for retry in (True, False):
             ref = await self._registry.stream(stream, via=conn)
             try:

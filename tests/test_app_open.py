@@ -50,3 +50,23 @@ async def test_shutdown_before_run_starts_is_not_lost(
     await asyncio.wait_for(app.run(), 10)  # returns at once: the stop was asked for already
     with pytest.raises(kanthorq.KanthorQError):
         _ = app.pool  # closed again after run()
+
+
+async def test_a_connection_borrowed_from_app_pool_is_reset_when_returned(
+    make_app: Callable[..., kanthorq.App],
+) -> None:
+    """kanthorq's own statements skip asyncpg's session reset; a caller's borrowing does not."""
+    async with make_app(pool_size=1) as app:
+        async with app.pool.acquire() as conn:
+            await conn.execute("SET application_name = 'borrowed'")
+            await conn.execute("LISTEN kanthorq_test_channel")
+            await conn.execute("SELECT pg_advisory_lock(42)")
+        await app.publish("a.b")  # kanthorq's own use of the one connection in between
+        async with app.pool.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") != "borrowed"
+            assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+            locks = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"
+            )
+            assert locks == 0
