@@ -57,6 +57,7 @@ class ConsumerWorker:
         self._stopping = asyncio.Event()
         self._running: dict[asyncio.Task[None], Message] = {}
         self._convert_due = True
+        self._backlog = False  # the last conversion filled its batch: more events wait
         self._more = False
         self._next_poll = 0.0
         self._next_timer = 0.0
@@ -112,8 +113,11 @@ class ConsumerWorker:
         if now >= self._next_timer and self._next_timer:
             self._next_timer = 0.0
             self._convert_due = True
-        if self._convert_due:
-            self._convert_due = False
+        # New events (a wake-up, a poll, a timer) are converted at once. The rest of a
+        # backlog is converted a batch at a time as the runnable tasks run out (a claim came
+        # back short), so claims never wait behind the conversion of a whole backlog.
+        if self._convert_due or (self._backlog and not self._more):
+            self._convert_due = self._backlog = False
             await self._convert()
         await self._fill()
 
@@ -173,7 +177,7 @@ class ConsumerWorker:
         elif not result.locked:
             self._soon(SOON)  # another worker converts; look again shortly
         elif result.scanned == CONVERT_BATCH:
-            self._convert_due = True  # more to convert: the next step goes on
+            self._backlog = True  # more to convert, once the runnable tasks run out
             self._step_now()
         else:
             # committed events wait behind an older transaction still running: look again
@@ -197,6 +201,9 @@ class ConsumerWorker:
         if self._more:
             if len(self._running) < self.sub.concurrency:
                 self._step_now()
+            return
+        if self._backlog:  # the runnable tasks ran out: convert the next batch now
+            self._step_now()
             return
         due_in_ms = await self.queries.next_due(self._pool)
         if due_in_ms is not None:

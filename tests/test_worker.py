@@ -913,3 +913,39 @@ def workers_died(running: Running) -> bool:
         running.task.result()
         raise AssertionError("run() returned")
     return False
+
+
+async def test_a_backlog_is_converted_a_batch_at_a_time_as_runnable_tasks_run_out(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    """Claims do not wait behind the conversion of a whole backlog: the worker runs the
+    tasks of one converted batch before it converts the next."""
+    from kanthorq.worker import CONVERT_BATCH
+
+    app = make_app(poll_interval=60)
+    seen_tasks: list[int] = []
+    done = 0
+
+    @app.subscribe("bulk.>", consumer="bulk", concurrency=20)
+    async def handle(msg: kanthorq.Message) -> None:
+        nonlocal done
+        done += 1
+        if done == 100:
+            async with app.pool.acquire() as conn:
+                table = await task_table(conn, "bulk")
+                seen_tasks.append(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+
+    await app.open()
+    try:
+        total = CONVERT_BATCH * 5 + 500
+        await app.publish_many([("bulk.x", b"{}")] * total)
+        running = await start_app(app)
+        await wait_until(lambda: done >= total, timeout=60)
+        # the start's poll and the listener's catch-up wake-up may each convert a batch;
+        # the rest waits until the runnable tasks run out
+        assert len(seen_tasks) == 1
+        assert seen_tasks[0] <= 2 * CONVERT_BATCH
+        assert await task_states(db, "bulk") == {int(TaskState.COMPLETED): total}
+        await running.stop()
+    finally:
+        await app.close()
