@@ -19,7 +19,7 @@ import asyncpg
 from kanthorq.database import DB_ERRORS, Conn, own_statement
 from kanthorq.entities import Event
 from kanthorq.errors import InvalidPayload
-from kanthorq.ids import new_id, now_ms, table_name, validate_name
+from kanthorq.ids import new_id, new_ids, now_ms, table_name, validate_name
 from kanthorq.payloads import encode_body, encode_metadata
 from kanthorq.schedule import with_schedule
 from kanthorq.sqlfiles import render
@@ -76,10 +76,15 @@ class Notifier:
 
 
 def _row(
-    subject: object, body: object, metadata: object, max_body: int, schedule: int | None
+    event_id: str,
+    subject: object,
+    body: object,
+    metadata: object,
+    max_body: int,
+    schedule: int | None,
 ) -> Row:
     return (
-        new_id("event"),
+        event_id,
         validate_subject(subject),
         encode_body(body, max_body),
         encode_metadata(with_schedule(metadata, schedule)),
@@ -87,13 +92,14 @@ def _row(
     )
 
 
-def _item_row(item: object, max_body: int, schedule: int | None) -> Row:
+def _item_row(event_id: str, item: object, max_body: int, schedule: int | None) -> Row:
     if isinstance(item, Event):
         if item.id:
             raise InvalidPayload("publish_many takes Events without an id; the publisher makes it")
-        return _row(item.subject, item.body, item.metadata, max_body, schedule)
+        return _row(event_id, item.subject, item.body, item.metadata, max_body, schedule)
     if isinstance(item, tuple) and len(item) in (2, 3):
-        return _row(item[0], item[1], item[2] if len(item) == 3 else None, max_body, schedule)
+        meta = item[2] if len(item) == 3 else None
+        return _row(event_id, item[0], item[1], meta, max_body, schedule)
     raise InvalidPayload(
         "publish_many items must be (subject, body), (subject, body, metadata) or "
         f"kanthorq.Event, got {type(item).__name__}"
@@ -119,7 +125,7 @@ class Publisher:
         schedule: int | None = None,
     ) -> str:
         validate_name(stream, "stream")
-        row = _row(subject, body, metadata, self._max_body, schedule)
+        row = _row(new_id("event"), subject, body, metadata, self._max_body, schedule)
         db = self._pool if conn is None else conn
 
         async def insert(ref: StreamRef) -> None:
@@ -132,7 +138,12 @@ class Publisher:
         self, stream: str, items: Iterable[Item], conn: Conn | None, schedule: int | None = None
     ) -> list[str]:
         validate_name(stream, "stream")
-        rows = [_item_row(item, self._max_body, schedule) for item in items]
+        batch = items if isinstance(items, list | tuple) else list(items)
+        ids = new_ids("event", len(batch))
+        rows = [
+            _item_row(event_id, item, self._max_body, schedule)
+            for event_id, item in zip(ids, batch, strict=True)
+        ]
         if not rows:
             return []
 

@@ -36,8 +36,23 @@ def _check_common(subject: object, what: str) -> list[str]:
     return tokens
 
 
+_VALID: dict[str, None] = {}  # subjects seen valid: publishing checks the same few again
+_VALID_MAX = 4096
+
+
 def validate_subject(subject: object) -> str:
     """Return ``subject`` if it is a valid subject to publish to, else raise InvalidSubject."""
+    if type(subject) is str and subject in _VALID:
+        return subject
+    _check_subject(subject)
+    assert isinstance(subject, str)
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID[subject] = None
+    return subject
+
+
+def _check_subject(subject: object) -> None:
     tokens = _check_common(subject, "subject")
     for token in tokens:
         if _BAD_CHAR.search(token):
@@ -45,8 +60,6 @@ def validate_subject(subject: object) -> str:
                 f"subject {subject!r}: token {token!r} contains white space, a control "
                 "character or a wildcard ('*', '>'); wildcards are only for filters"
             )
-    assert isinstance(subject, str)
-    return subject
 
 
 def validate_filter(pattern: object) -> str:
