@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 
 from kanthorq.errors import InvalidName
@@ -22,35 +23,67 @@ def now_ms() -> int:
 
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base32, lowercase
+_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
 # a random byte to one random character: its low 5 bits (256 is a multiple of 32, so every
 # character is equally likely); 16 such characters are the 80 random bits of a ULID
 _RANDOM_CHAR = bytes(ord(_ALPHABET[b & 31]) for b in range(256))
-_last_ms = -1
-_last_prefix = ""
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 10 bits as 2 characters
+_lock = threading.Lock()
+# the last id made: its milliseconds, its time part, its random part and that part's value
+# (None until needed)
+_last: tuple[int, str, str, int | None] = (-1, "", "", None)
+
+
+def _base32(value: int, chars: int) -> str:
+    """The low ``5 * chars`` bits of ``value`` (``chars`` even), most significant first."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(5 * chars - 10, -1, -10)])
 
 
 def _time_part(ms: int) -> str:
     """The 10 characters of a ULID that hold its 48 bits of milliseconds."""
-    global _last_ms, _last_prefix
-    if ms != _last_ms:  # it changes once a millisecond: reuse it till then
-        if not 0 <= ms < 1 << 48:
-            raise ValueError(f"a ULID holds 48 bits of milliseconds, not {ms}")
-        _last_prefix = "".join(_ALPHABET[(ms >> shift) & 31] for shift in range(45, -1, -5))
-        _last_ms = ms
-    return _last_prefix
+    if not 0 <= ms < 1 << 48:
+        raise ValueError(f"a ULID holds 48 bits of milliseconds, not {ms}")
+    return _base32(ms, 10)
+
+
+def _ulids(count: int) -> list[str]:
+    """``count`` new ULIDs in increasing order, after every one this process made before.
+
+    The random parts are 16 random characters each (one read of os.urandom for all), sorted.
+    Within the millisecond of the last id made, they count up from its random part instead,
+    as monotonic ULIDs do, so ids of one process sort in the order they were made.
+    """
+    global _last
+    ms = time.time_ns() // 1_000_000
+    fresh = os.urandom(16 * count).translate(_RANDOM_CHAR).decode("ascii")
+    parts = sorted(fresh[i : i + 16] for i in range(0, 16 * count, 16))
+    with _lock:
+        last_ms, prefix, last_part, last_value = _last
+        value: int | None = None
+        if ms > last_ms:
+            prefix = _time_part(ms)
+        elif parts[0] <= last_part:  # the same millisecond (or the clock went back)
+            if last_value is None:
+                last_value = 0
+                for char in last_part:
+                    last_value = last_value * 32 + _VALUE[char]
+            parts = [_base32(last_value + i, 16) for i in range(1, count + 1)]
+            value = last_value + count
+        _last = (max(ms, last_ms), prefix, parts[-1], value)
+    return [prefix + part for part in parts]
 
 
 def new_id(namespace: str) -> str:
     """``namespace``, ``_`` and a new lowercase ULID."""
-    random_part = os.urandom(16).translate(_RANDOM_CHAR).decode("ascii")
-    return f"{namespace}_{_time_part(time.time_ns() // 1_000_000)}{random_part}"
+    return f"{namespace}_{_ulids(1)[0]}"
 
 
 def new_ids(namespace: str, count: int) -> list[str]:
-    """``count`` new ids, with one read of the system's randomness for all of them."""
-    prefix = f"{namespace}_{_time_part(time.time_ns() // 1_000_000)}"
-    chars = os.urandom(16 * count).translate(_RANDOM_CHAR).decode("ascii")
-    return [prefix + chars[i : i + 16] for i in range(0, 16 * count, 16)]
+    """``count`` new ids, in the order they sort."""
+    if count <= 0:
+        return []
+    prefix = namespace + "_"
+    return [prefix + ulid for ulid in _ulids(count)]
 
 
 def event_id_at(ms: int) -> str:

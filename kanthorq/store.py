@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -51,6 +51,7 @@ class Converted:
     locked: bool
     registered: bool
     waiting: bool
+    claimed: list[Claimed] = field(default_factory=list)
 
 
 class Registry:
@@ -239,11 +240,19 @@ class ConsumerQueries:
         self._next_due = render("next_due", consumer_id=consumer_id)
         self._with_events = render("tasks_with_events", **ids)
 
-    async def convert(self, db: Executor, limit: int) -> Converted:
-        row = await db.fetchrow(self._convert, self.name, limit)
-        assert row is not None
+    async def convert(self, db: Executor, limit: int, claim: int = 0) -> Converted:
+        """Convert up to ``limit`` events, and claim up to ``claim`` of the new tasks that
+        can run now (they are inserted running, as a claim would leave them)."""
+        rows = await db.fetch(self._convert, self.name, limit, claim)
+        first = rows[0]
+        claimed = [_claimed(row) for row in rows if row["event_id"] is not None]
         return Converted(
-            row["scanned"], row["inserted"], row["locked"], row["registered"], row["waiting"]
+            first["scanned"],
+            first["inserted"],
+            first["locked"],
+            first["registered"],
+            first["waiting"],
+            claimed,
         )
 
     async def claim(self, db: Executor, limit: int) -> list[Claimed]:

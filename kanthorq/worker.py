@@ -166,7 +166,13 @@ class ConsumerWorker:
 
     async def _convert(self) -> None:
         """One batch per step, so claims (and a shutdown) never wait behind a backlog."""
-        result = await self.queries.convert(self._pool, CONVERT_BATCH)
+        free = 0 if self._stopping.is_set() else self.sub.concurrency - len(self._running)
+        want = min(max(free, 0), CLAIM_BATCH)
+        result = await self.queries.convert(self._pool, CONVERT_BATCH, want)
+        if await self._take(result.claimed) and result.claimed:
+            # as after a claim: a full one means more tasks may be runnable, and a finished
+            # handler then steps at once (a short one leaves it to the claim that follows)
+            self._more = len(result.claimed) == want
         if not result.registered:
             if not self._unregistered:
                 logger.error(
@@ -192,11 +198,8 @@ class ConsumerWorker:
             return
         want = min(free, CLAIM_BATCH)
         claimed = await self.queries.claim(self._pool, want)
-        if self._stopping.is_set():  # stopped while the claim was on its way: give it back
-            await self._hand_back([self._message(c) for c in claimed])
+        if not await self._take(claimed):
             return
-        for item in claimed:
-            self._start(item)
         self._more = len(claimed) == want
         if self._more:
             if len(self._running) < self.sub.concurrency:
@@ -208,6 +211,17 @@ class ConsumerWorker:
         due_in_ms = await self.queries.next_due(self._pool)
         if due_in_ms is not None:
             self._soon(min(max(due_in_ms / 1000, SOON), self._poll))
+
+    async def _take(self, claimed: list[Claimed]) -> bool:
+        """Start the handlers of claimed tasks; when the worker stopped while the claim was
+        on its way, give them back instead (False)."""
+        if self._stopping.is_set():
+            if claimed:
+                await self._hand_back([self._message(c) for c in claimed])
+            return False
+        for item in claimed:
+            self._start(item)
+        return True
 
     def _start(self, item: Claimed) -> None:
         msg = self._message(item)

@@ -55,3 +55,29 @@ def test_ids_of_a_later_millisecond_sort_after() -> None:
 def test_times_outside_48_bits_are_refused(ms: int) -> None:
     with pytest.raises(ValueError, match="48 bits"):
         event_id_at(ms)
+
+
+def test_ids_of_one_process_sort_in_the_order_they_were_made() -> None:
+    made = [new_id("event") for _ in range(3000)]
+    for _ in range(20):
+        made += new_ids("event", 100)
+        made.append(new_id("event"))
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+
+
+def test_ids_made_by_threads_at_once_never_repeat() -> None:
+    import threading
+
+    made: list[str] = []
+
+    def make() -> None:
+        made.extend(new_id("event") for _ in range(3000))
+        made.extend(new_ids("event", 500))
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(made)) == len(made) == 4 * 3500

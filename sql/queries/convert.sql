@@ -1,5 +1,6 @@
--- Turn the stream's new matching events into tasks, in one statement.
--- $1 consumer name, $2 how many events to scan at most.
+-- Turn the stream's new matching events into tasks, in one statement, and claim at once up
+-- to $3 of those that can run now (the converting worker's free handler slots).
+-- $1 consumer name, $2 how many events to scan at most, $3 how many tasks to claim at most.
 --
 -- Events are read in (txid, id) order, and only those of transactions older than the
 -- horizon: the oldest transaction of this database still running when the statement's
@@ -9,6 +10,9 @@
 -- stream and do not hold it back; a running transaction whose database is unknown does.
 -- The consumer row is locked with SKIP LOCKED so one worker converts at a time; the others
 -- get locked = false.
+--
+-- The result is one row per claimed task (with its event, as claim.sql returns it), or a
+-- single row with a NULL event_id when none was claimed; the counts repeat on every row.
 WITH consumer AS (
     SELECT cursor, cursor_txid,
            ARRAY(SELECT kanthorq_subject_regex(p) FROM unnest(subject_includes) AS p) AS includes,
@@ -32,6 +36,7 @@ horizon AS (
         pg_snapshot_xmax(pg_current_snapshot())
     ) AS upto
 ),
+now AS (SELECT kanthorq_now_ms() AS ms),
 scanned AS (
     SELECT e.id, e.subject, e.txid, e.metadata -> 'kanthorq.schedule_at' AS schedule
     FROM {{stream}} AS e
@@ -40,21 +45,38 @@ scanned AS (
     ORDER BY e.txid, e.id
     LIMIT $2
 ),
-inserted AS (
-    INSERT INTO {{tasks}} (event_id, subject, state, schedule_at, created_at, updated_at)
-    SELECT s.id, s.subject, 1,
-           -- a scheduled event (see kanthorq/schedule.py): its time, else now; a value
-           -- that is not a number of milliseconds (another client's) is ignored
-           CASE WHEN jsonb_typeof(s.schedule) = 'number'
-                THEN greatest(least(s.schedule::NUMERIC, 1e15), 0)::BIGINT
-                ELSE kanthorq_now_ms()
-           END,
-           kanthorq_now_ms(), kanthorq_now_ms()
+matched AS (
+    SELECT s.id, s.subject, s.txid, run.at,
+           row_number() OVER (PARTITION BY run.at <= now.ms ORDER BY s.txid, s.id) AS n,
+           run.at <= now.ms AS due
     FROM scanned AS s
+    CROSS JOIN now
+    -- a scheduled event (see kanthorq/schedule.py): its time, else now; a value that is
+    -- not a number of milliseconds (another client's) is ignored
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN jsonb_typeof(s.schedule) = 'number'
+                    THEN greatest(least(s.schedule::NUMERIC, 1e15), 0)::BIGINT
+                    ELSE now.ms
+               END AS at
+    ) AS run
     WHERE s.subject ~ ANY ((SELECT includes FROM consumer)::TEXT[])
       AND NOT s.subject ~ ANY ((SELECT excludes FROM consumer)::TEXT[])
+),
+inserted AS (
+    INSERT INTO {{tasks}} (
+        event_id, subject, state, schedule_at, attempt_count, attempted_at, created_at,
+        updated_at
+    )
+    SELECT m.id, m.subject,
+           CASE WHEN m.due AND m.n <= $3 THEN 2 ELSE 1 END,
+           m.at,
+           CASE WHEN m.due AND m.n <= $3 THEN 1 ELSE 0 END,
+           CASE WHEN m.due AND m.n <= $3 THEN now.ms ELSE 0 END,
+           now.ms, now.ms
+    FROM matched AS m CROSS JOIN now
+    ORDER BY m.txid, m.id
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING 1
+    RETURNING *
 ),
 last AS (
     SELECT s.id, s.txid FROM scanned AS s ORDER BY s.txid DESC, s.id DESC LIMIT 1
@@ -65,15 +87,36 @@ moved AS (
     FROM last
     WHERE r.name = $1
     RETURNING 1
+),
+counts AS (
+    SELECT
+        (SELECT count(*) FROM scanned) AS scanned,
+        (SELECT count(*) FROM inserted) AS inserted,
+        EXISTS (SELECT 1 FROM consumer) AS locked,
+        -- not locked: another worker converts, unless the consumer is gone
+        EXISTS (SELECT 1 FROM consumer)
+            OR EXISTS (SELECT 1 FROM kanthorq_consumer_registry WHERE name = $1) AS registered,
+        -- committed events that wait for an older transaction to finish (the first one in
+        -- txid order, so the planner reads the (txid, id) index: an EXISTS would drop the
+        -- order, and a generic plan of it scans the whole stream)
+        (
+            SELECT e.txid FROM {{stream}} AS e
+            WHERE e.txid >= (SELECT upto FROM horizon)
+            ORDER BY e.txid
+            LIMIT 1
+        ) IS NOT NULL AS waiting
+),
+claimed AS (
+    SELECT c.event_id, c.subject, c.state, c.schedule_at, c.finalized_at, c.attempt_count,
+           c.attempted_at, c.attempted_error, c.metadata, c.created_at, c.updated_at,
+           e.id IS NOT NULL AS found, e.body, e.metadata AS event_metadata,
+           e.created_at AS event_created_at
+    FROM inserted AS c
+    LEFT JOIN {{stream}} AS e ON e.id = c.event_id
+    WHERE c.state = 2
 )
-SELECT
-    (SELECT count(*) FROM scanned) AS scanned,
-    (SELECT count(*) FROM inserted) AS inserted,
-    EXISTS (SELECT 1 FROM consumer) AS locked,
-    -- not locked: another worker converts, unless the consumer is gone
-    EXISTS (SELECT 1 FROM consumer)
-        OR EXISTS (SELECT 1 FROM kanthorq_consumer_registry WHERE name = $1) AS registered,
-    -- committed events that wait for an older transaction to finish
-    EXISTS (
-        SELECT 1 FROM {{stream}} AS e WHERE e.txid >= (SELECT upto FROM horizon)
-    ) AS waiting
+SELECT counts.scanned, counts.inserted, counts.locked, counts.registered, counts.waiting,
+       claimed.*
+FROM counts
+LEFT JOIN claimed ON TRUE
+ORDER BY claimed.event_id
