@@ -237,7 +237,7 @@ class App:
             raise
         self._pool = pool
         self._registry = Registry(pool)
-        self._notifier = Notifier(pool)
+        self._notifier = Notifier(self._target)
         self._publisher = Publisher(
             pool, self._registry, self._notifier, max_body_size=self.max_body_size
         )

@@ -16,9 +16,9 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from kanthorq.database import DB_ERRORS, Conn, own_statement
+from kanthorq.database import DB_ERRORS, Conn, Target, connect, own_statement
 from kanthorq.entities import Event
-from kanthorq.errors import InvalidPayload
+from kanthorq.errors import ConnectionFailed, InvalidPayload
 from kanthorq.ids import new_id, new_ids, now_ms, table_name, validate_name
 from kanthorq.payloads import encode_body, encode_metadata
 from kanthorq.schedule import with_schedule
@@ -32,6 +32,7 @@ Item: TypeAlias = tuple[str, Any] | tuple[str, Any, dict[str, Any] | None] | Eve
 Row: TypeAlias = tuple[str, str, bytes, str, int]
 _COLUMNS = ("id", "subject", "body", "metadata", "created_at")
 _NOTIFY = "SELECT pg_notify($1, '')"
+_NOTIFY_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailed, *DB_ERRORS)
 
 
 def channel(stream_id: str) -> str:
@@ -40,14 +41,18 @@ def channel(stream_id: str) -> str:
 
 
 class Notifier:
-    """Coalesced after-commit notifications, sent from the background."""
+    """Coalesced after-commit notifications, sent from the background on a connection of
+    their own: a notification never waits for (or holds) one of the pool's connections,
+    which the next publish wants."""
 
-    def __init__(self, pool: asyncpg.Pool, window: float = 0.005) -> None:
-        self._pool = pool
+    def __init__(self, target: Target, window: float = 0.005) -> None:
+        self._target = target
         self._window = window
         self._last: dict[str, float] = {}
         self._pending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
 
     def notify(self, stream_id: str) -> None:
         if stream_id in self._pending:
@@ -64,15 +69,33 @@ class Notifier:
         self._pending.discard(stream_id)
         self._last[stream_id] = time.monotonic()
         try:
-            with own_statement():
-                await self._pool.execute(_NOTIFY, channel(stream_id))
-        except DB_ERRORS as exc:
+            async with self._lock:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await connect(self._target, timeout=5.0)
+                await self._conn.execute(_NOTIFY, channel(stream_id))
+        except _NOTIFY_ERRORS as exc:
             # a lost wake-up only costs latency: the workers' poll finds the events
             logger.warning("could not notify stream %s: %s", stream_id, exc)
+            self._close_connection()
 
-    async def close(self) -> None:
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+    async def flush(self) -> None:
+        """Wait until every notification asked for so far is sent (or has failed)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await asyncio.wait_for(conn.close(), 5.0)
+            except DB_ERRORS:
+                conn.terminate()
 
 
 def _row(
@@ -82,28 +105,46 @@ def _row(
     metadata: object,
     max_body: int,
     schedule: int | None,
+    ms: int,
 ) -> Row:
     return (
         event_id,
         validate_subject(subject),
         encode_body(body, max_body),
         encode_metadata(with_schedule(metadata, schedule)),
-        now_ms(),
+        ms,
     )
 
 
-def _item_row(event_id: str, item: object, max_body: int, schedule: int | None) -> Row:
+def _item_row(event_id: str, item: object, max_body: int, schedule: int | None, ms: int) -> Row:
     if isinstance(item, Event):
         if item.id:
             raise InvalidPayload("publish_many takes Events without an id; the publisher makes it")
-        return _row(event_id, item.subject, item.body, item.metadata, max_body, schedule)
+        return _row(event_id, item.subject, item.body, item.metadata, max_body, schedule, ms)
     if isinstance(item, tuple) and len(item) in (2, 3):
         meta = item[2] if len(item) == 3 else None
-        return _row(event_id, item[0], item[1], meta, max_body, schedule)
+        return _row(event_id, item[0], item[1], meta, max_body, schedule, ms)
     raise InvalidPayload(
         "publish_many items must be (subject, body), (subject, body, metadata) or "
         f"kanthorq.Event, got {type(item).__name__}"
     )
+
+
+def _rows(items: Sequence[object], max_body: int, schedule: int | None) -> list[Row]:
+    """The rows of a batch, made at one time. The common item, ``(subject, bytes)``, takes
+    a short path: its metadata is the batch's, encoded once."""
+    ms = now_ms()
+    plain = encode_metadata(with_schedule(None, schedule))
+    rows: list[Row] = []
+    append = rows.append
+    for event_id, item in zip(new_ids("event", len(items)), items, strict=True):
+        if type(item) is tuple and len(item) == 2:
+            subject, body = item
+            if type(body) is bytes and len(body) <= max_body:
+                append((event_id, validate_subject(subject), body, plain, ms))
+                continue
+        append(_item_row(event_id, item, max_body, schedule, ms))
+    return rows
 
 
 class Publisher:
@@ -125,7 +166,7 @@ class Publisher:
         schedule: int | None = None,
     ) -> str:
         validate_name(stream, "stream")
-        row = _row(new_id("event"), subject, body, metadata, self._max_body, schedule)
+        row = _row(new_id("event"), subject, body, metadata, self._max_body, schedule, now_ms())
         db = self._pool if conn is None else conn
 
         async def insert(ref: StreamRef) -> None:
@@ -139,11 +180,7 @@ class Publisher:
     ) -> list[str]:
         validate_name(stream, "stream")
         batch = items if isinstance(items, list | tuple) else list(items)
-        ids = new_ids("event", len(batch))
-        rows = [
-            _item_row(event_id, item, self._max_body, schedule)
-            for event_id, item in zip(ids, batch, strict=True)
-        ]
+        rows = _rows(batch, self._max_body, schedule)
         if not rows:
             return []
 

@@ -271,6 +271,8 @@ async def test_notifications_follow_the_transaction(
     try:
         async with make_app() as app:
             await app.publish("n.first", b"x")  # create the stream, then listen to it
+            assert app._notifier is not None
+            await app._notifier.flush()  # its notification is sent before we listen
             stream_id = await db.fetchval(
                 "SELECT id FROM kanthorq_stream_registry WHERE name = 'default'"
             )
