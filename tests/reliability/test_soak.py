@@ -107,20 +107,25 @@ async def kill_at_random(
 
 
 async def sample(
-    db: asyncpg.Connection, witness: Worker, table: str, samples: Samples, stop: asyncio.Event
+    dsn: str, witness: Worker, table: str, samples: Samples, stop: asyncio.Event
 ) -> None:
-    start = time.monotonic()
-    while not stop.is_set():
-        now = time.monotonic() - start
-        samples.rss_kb.append((now, rss_kb(witness.pid)))
-        row = await db.fetchrow(
-            "SELECT n_dead_tup, n_live_tup FROM pg_stat_user_tables WHERE relname = $1",
-            table.strip('"'),
-        )
-        if row is not None:
-            samples.dead.append((now, row["n_dead_tup"], row["n_live_tup"]))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 5)
+    """Every 5 s: the witness's RSS and the task table's dead tuples (its own connection)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        start = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic() - start
+            samples.rss_kb.append((now, rss_kb(witness.pid)))
+            row = await conn.fetchrow(
+                "SELECT n_dead_tup, n_live_tup FROM pg_stat_user_tables WHERE relname = $1",
+                table.strip('"'),
+            )
+            if row is not None:
+                samples.dead.append((now, row["n_dead_tup"], row["n_live_tup"]))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5)
+    finally:
+        await conn.close()
 
 
 async def latency(db: asyncpg.Connection, table: str, events: str) -> tuple[float, float]:
@@ -168,7 +173,7 @@ async def run_soak(
         events_table = await stream_table(db)
         began = time.monotonic()
         stop_sampling = asyncio.Event()
-        sampler = asyncio.create_task(sample(db, witness, table, samples, stop_sampling))
+        sampler = asyncio.create_task(sample(dsn, witness, table, samples, stop_sampling))
         try:
             published, _ = await asyncio.gather(
                 publish_evenly(publisher, began + SECONDS * 0.9),
