@@ -131,8 +131,8 @@ def _item_row(event_id: str, item: object, max_body: int, schedule: int | None, 
 
 
 def _rows(items: Sequence[object], max_body: int, schedule: int | None) -> list[Row]:
-    """The rows of a batch, made at one time. The common item, ``(subject, bytes)``, takes
-    a short path: its metadata is the batch's, encoded once."""
+    """The rows of a batch, made at one time. The common item, ``(subject, body)``, takes a
+    short path: its metadata is the batch's, encoded once."""
     ms = now_ms()
     plain = encode_metadata(with_schedule(None, schedule))
     rows: list[Row] = []
@@ -140,10 +140,9 @@ def _rows(items: Sequence[object], max_body: int, schedule: int | None) -> list[
     for event_id, item in zip(new_ids("event", len(items)), items, strict=True):
         if type(item) is tuple and len(item) == 2:
             subject, body = item
-            if type(body) is bytes and len(body) <= max_body:
-                append((event_id, validate_subject(subject), body, plain, ms))
-                continue
-        append(_item_row(event_id, item, max_body, schedule, ms))
+            append((event_id, validate_subject(subject), encode_body(body, max_body), plain, ms))
+        else:
+            append(_item_row(event_id, item, max_body, schedule, ms))
     return rows
 
 
