@@ -238,6 +238,7 @@ class App:
         self._pool = pool
         self._registry = Registry(pool)
         self._notifier = Notifier(self._target)
+        self._notifier.warm()
         self._publisher = Publisher(
             pool, self._registry, self._notifier, max_body_size=self.max_body_size
         )

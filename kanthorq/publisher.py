@@ -54,6 +54,35 @@ class Notifier:
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
 
+    def warm(self) -> None:
+        """Open the notification connection in the background now, not at the first publish."""
+        task = asyncio.get_running_loop().create_task(self._open())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open(self) -> None:
+        try:
+            async with self._lock:
+                await self._connection()
+        except _NOTIFY_ERRORS as exc:
+            logger.debug("notification connection not opened yet: %s", exc)
+
+    async def _connection(self) -> asyncpg.Connection:
+        """The notification connection (the caller holds the lock), opened when needed."""
+        if self._conn is None or self._conn.is_closed():
+            # A notification is a wake-up hint: one lost in a crash costs only the poll's
+            # latency. So its commit does not wait for the WAL flush, which would add a disk
+            # flush to every notified batch.
+            self._conn = await connect(
+                self._target, timeout=5.0, server_settings={"synchronous_commit": "off"}
+            )
+        return self._conn
+
+    async def _send_now(self, stream_id: str) -> None:
+        async with self._lock:
+            conn = await self._connection()
+            await conn.execute(_NOTIFY, channel(stream_id))
+
     def notify(self, stream_id: str) -> None:
         if stream_id in self._pending:
             return
@@ -69,10 +98,7 @@ class Notifier:
         self._pending.discard(stream_id)
         self._last[stream_id] = time.monotonic()
         try:
-            async with self._lock:
-                if self._conn is None or self._conn.is_closed():
-                    self._conn = await connect(self._target, timeout=5.0)
-                await self._conn.execute(_NOTIFY, channel(stream_id))
+            await self._send_now(stream_id)
         except _NOTIFY_ERRORS as exc:
             # a lost wake-up only costs latency: the workers' poll finds the events
             logger.warning("could not notify stream %s: %s", stream_id, exc)
