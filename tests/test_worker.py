@@ -945,7 +945,12 @@ async def test_a_backlog_is_converted_a_batch_at_a_time_as_runnable_tasks_run_ou
         # the rest waits until the runnable tasks run out
         assert len(seen_tasks) == 1
         assert seen_tasks[0] <= 2 * CONVERT_BATCH
-        assert await task_states(db, "bulk") == {int(TaskState.COMPLETED): total}
+        everything = {int(TaskState.COMPLETED): total}
+        await wait_until(lambda: _states_are(db, "bulk", everything))  # acks are batched
         await running.stop()
     finally:
         await app.close()
+
+
+async def _states_are(db: asyncpg.Connection, consumer: str, expected: dict[int, int]) -> bool:
+    return await task_states(db, consumer) == expected
