@@ -946,11 +946,13 @@ async def test_a_backlog_is_converted_a_batch_at_a_time_as_runnable_tasks_run_ou
         assert len(seen_tasks) == 1
         assert seen_tasks[0] <= 2 * CONVERT_BATCH
         everything = {int(TaskState.COMPLETED): total}
-        await wait_until(lambda: _states_are(db, "bulk", everything))  # acks are batched
+        await wait_until(lambda: _consumer_states_are(db, "bulk", everything))  # batched acks
         await running.stop()
     finally:
         await app.close()
 
 
-async def _states_are(db: asyncpg.Connection, consumer: str, expected: dict[int, int]) -> bool:
+async def _consumer_states_are(
+    db: asyncpg.Connection, consumer: str, expected: dict[int, int]
+) -> bool:
     return await task_states(db, consumer) == expected
