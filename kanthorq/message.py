@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-import math
 from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from kanthorq.checks import is_seconds
 from kanthorq.database import Conn
 from kanthorq.entities import Event, Task
 from kanthorq.errors import MAX_DELAY, ConfigError
@@ -89,11 +89,7 @@ class Message:
         for at least ``seconds`` from now. Fenced like an ack: returns False, changing
         nothing, when the task was settled or this attempt lost it to a rescue; the handler
         should then stop, since another attempt may be running."""
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not (0 < seconds <= MAX_DELAY and math.isfinite(seconds))
-        ):
+        if not is_seconds(seconds, above_zero=True):
             raise ConfigError(
                 f"extend(seconds) takes a number of seconds above 0 and up to {MAX_DELAY:g}, "
                 f"got {seconds!r}"

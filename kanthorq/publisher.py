@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -56,9 +56,7 @@ class Notifier:
 
     def warm(self) -> None:
         """Open the notification connection in the background now, not at the first publish."""
-        task = asyncio.get_running_loop().create_task(self._open())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._open())
 
     async def _open(self) -> None:
         try:
@@ -88,7 +86,11 @@ class Notifier:
             return
         self._pending.add(stream_id)
         delay = self._last.get(stream_id, 0.0) + self._window - time.monotonic()
-        task = asyncio.get_running_loop().create_task(self._send(stream_id, max(delay, 0.0)))
+        self._spawn(self._send(stream_id, max(delay, 0.0)))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background; :meth:`flush` waits for it."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -225,12 +227,6 @@ class Publisher:
         """``write`` the stream's rows, then notify its workers (after the commit when the
         publisher owns the transaction, else inside the caller's)."""
         with own_statement():
-            await self._write_once_or_twice(stream, conn, write)
-
-    async def _write_once_or_twice(
-        self, stream: str, conn: Conn | None, write: Callable[[StreamRef], Awaitable[None]]
-    ) -> None:
-        for retry in (True, False):
             ref = await self._registry.stream(stream, via=conn)
             try:
                 await write(ref)
@@ -238,14 +234,14 @@ class Publisher:
                 # the stream was dropped (kanthorq drop stream) since this process cached it;
                 # a caller's transaction has failed, and the caller must retry it
                 self._registry.forget(stream)
-                if conn is not None or not retry:
+                if conn is not None:
                     raise
-                continue
+                ref = await self._registry.stream(stream)  # created again
+                await write(ref)
             if conn is None:
                 self._notifier.notify(ref.id)
             else:
                 await conn.execute(_NOTIFY, channel(ref.id))
-            return
 
     @staticmethod
     async def _copy(conn: Conn, ref: StreamRef, rows: Sequence[Row]) -> None:

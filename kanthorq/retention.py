@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
 
+from kanthorq.checks import is_seconds
 from kanthorq.database import DB_ERRORS
-from kanthorq.errors import MAX_DELAY, ConfigError, UnknownConsumer, UnknownStream
+from kanthorq.errors import ConfigError, UnknownConsumer, UnknownStream
 
 if TYPE_CHECKING:
     from kanthorq.admin import Admin
@@ -35,11 +35,7 @@ def seconds_of(value: float | timedelta | None, what: str) -> float | None:
         return None
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (0 <= value <= MAX_DELAY and math.isfinite(value))
-    ):
+    if not is_seconds(value):
         raise ConfigError(f"{what} must be a timedelta or seconds >= 0, got {value!r}")
     return float(value)
 

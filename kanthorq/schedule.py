@@ -8,11 +8,11 @@ client in another language schedules an event by setting the same key.
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import datetime
 from typing import Any
 
+from kanthorq.checks import is_seconds
 from kanthorq.errors import MAX_DELAY, ConfigError, InvalidPayload
 
 SCHEDULE_KEY = "kanthorq.schedule_at"
@@ -24,11 +24,7 @@ def schedule_ms(delay: float | None, at: datetime | None) -> int | None:
     if delay is not None and at is not None:
         raise ConfigError("give delay= or at=, not both")
     if delay is not None:
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not (0 <= delay <= MAX_DELAY and math.isfinite(delay))
-        ):
+        if not is_seconds(delay):
             raise ConfigError(
                 f"delay must be a number of seconds from 0 to {MAX_DELAY:g}, got {delay!r}"
             )

@@ -6,19 +6,12 @@ from datetime import datetime
 
 from kanthorq.admin.base import AdminBase, ConsumerInfo
 from kanthorq.admin.results import Changed
+from kanthorq.checks import aware_ms
 from kanthorq.database import Conn
 from kanthorq.errors import ConfigError
 from kanthorq.ids import event_id_at
 from kanthorq.publisher import channel
 from kanthorq.sqlfiles import load, stream_names, task_names
-
-
-def _since_ms(since: datetime) -> int:
-    if not isinstance(since, datetime):
-        raise ConfigError(f"since must be a datetime, got {type(since).__name__}")
-    if since.tzinfo is None or since.utcoffset() is None:
-        raise ConfigError(f"since must be a timezone-aware datetime, got {since.isoformat()}")
-    return max(round(since.timestamp() * 1000), 0)
 
 
 def _confirmed(confirm: bool, what: str) -> None:
@@ -40,7 +33,7 @@ class History(AdminBase):
         left alone: a replay never skips events."""
         if (since is None) == (event_id is None):
             raise ConfigError("give since= or event_id=, one of them")
-        since_ms = None if since is None else _since_ms(since)
+        since_ms = None if since is None else max(aware_ms(since, "since"), 0)
         if event_id is not None and (not isinstance(event_id, str) or not 0 < len(event_id) <= 64):
             raise ConfigError(f"not an event id: {event_id!r}")
         info = await self.consumer(consumer)

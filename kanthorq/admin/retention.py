@@ -12,20 +12,11 @@ from datetime import datetime
 from kanthorq.admin.base import AdminBase, ConsumerInfo
 from kanthorq.admin.results import Changed
 from kanthorq.admin.tasks import DEFAULT_BATCH, batch_size_of
-from kanthorq.errors import ConfigError
+from kanthorq.checks import aware_ms
 from kanthorq.sqlfiles import stream_names, task_names
 
 OPEN_STATES = "0, 1, 2, 102"
 FINAL_STATES = "101, -101, -102"
-
-
-def before_ms(before: datetime) -> int:
-    """``before`` (an aware datetime) in ms since the epoch."""
-    if not isinstance(before, datetime):
-        raise ConfigError(f"before must be a datetime, got {type(before).__name__}")
-    if before.tzinfo is None or before.utcoffset() is None:
-        raise ConfigError(f"before must be a timezone-aware datetime, got {before.isoformat()}")
-    return round(before.timestamp() * 1000)
 
 
 def _done_with(consumers: list[ConsumerInfo], first: int) -> tuple[str, str, list[object]]:
@@ -58,7 +49,7 @@ class Retention(AdminBase):
     ) -> Changed:
         """Delete the stream's events created before ``before`` that every consumer is done
         with (all of them with ``force=True``). Reports the events left alone and why."""
-        cutoff = before_ms(before)
+        cutoff = aware_ms(before, "before")
         size = batch_size_of(batch_size)
         info = await self.stream(stream)
         consumers = [] if force else await self.consumers(stream)
@@ -105,7 +96,7 @@ class Retention(AdminBase):
     ) -> Changed:
         """Delete the consumer's completed, cancelled and discarded tasks finalized before
         ``before``. Open tasks created before then are counted as left alone."""
-        cutoff = before_ms(before)
+        cutoff = aware_ms(before, "before")
         size = batch_size_of(batch_size)
         info = await self.consumer(consumer)
         table = task_names(info.id)["tasks"]
