@@ -16,7 +16,8 @@ import anyio
 import asyncpg
 
 from kanthorq import embedded, migrate
-from kanthorq.database import Conn, Target, create_pool, parse_dsn, resolve_dsn
+from kanthorq.clock import DbClock
+from kanthorq.database import Conn, Target, connect, create_pool, parse_dsn, resolve_dsn
 from kanthorq.errors import ConfigError, NotOpen, SchemaNotReady
 from kanthorq.ids import validate_name
 from kanthorq.listener import Listener
@@ -94,6 +95,7 @@ class App:
         self._registry: Registry | None = None
         self._notifier: Notifier | None = None
         self._publisher: Publisher | None = None
+        self._clock = DbClock()  # the database's time, read when the app opens
         self._opened = 0
         self._open_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._admin: Admin | None = None
@@ -232,15 +234,19 @@ class App:
         try:
             async with pool.acquire() as conn:
                 await self._prepare_schema(conn)
+                await self._clock.sync(conn)
         except BaseException:
             pool.terminate()  # a failed open keeps no connection
             raise
         self._pool = pool
-        self._registry = Registry(pool)
+        target = self._target
+        self._registry = Registry(
+            pool, lambda: connect(target, statement_cache_size=self.statement_cache_size)
+        )
         self._notifier = Notifier(self._target)
         self._notifier.warm()
         self._publisher = Publisher(
-            pool, self._registry, self._notifier, max_body_size=self.max_body_size
+            pool, self._registry, self._notifier, self._clock, max_body_size=self.max_body_size
         )
 
     async def _prepare_schema(self, conn: Conn) -> None:
@@ -300,7 +306,7 @@ class App:
         ``delay`` (seconds) or ``at`` (an aware datetime): every consumer's task for the
         event becomes runnable then, not now.
         """
-        schedule = schedule_ms(delay, at)
+        schedule = schedule_ms(delay, at, self._clock.now_ms())
         return await self._require_publisher().publish(
             self.stream if stream is None else stream, subject, body, metadata, conn, schedule
         )
@@ -316,7 +322,7 @@ class App:
     ) -> list[str]:
         """Append many events with one COPY; return their ids in order. ``delay`` and ``at``
         schedule every one of them, as in :meth:`publish`."""
-        schedule = schedule_ms(delay, at)
+        schedule = schedule_ms(delay, at, self._clock.now_ms())
         return await self._require_publisher().publish_many(
             self.stream if stream is None else stream, items, conn, schedule
         )

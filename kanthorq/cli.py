@@ -201,7 +201,7 @@ def cmd_pub(args: argparse.Namespace) -> int:
     subject = validate_subject(args.subject)
     stream = validate_name(args.stream, "stream")
     meta = _parse_metadata(args.metadata)
-    schedule_ms(args.delay, args.at)  # both given, or out of range: refused before connecting
+    schedule_ms(args.delay, args.at, 0)  # both given, or out of range: refused before connecting
     if args.lines and args.body is not None:
         raise ConfigError("--lines reads the events from stdin; do not give BODY as well")
     body: bytes | None = None

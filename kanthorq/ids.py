@@ -46,15 +46,17 @@ def _time_part(ms: int) -> str:
     return _base32(ms, 10)
 
 
-def _ulids(count: int) -> list[str]:
-    """``count`` new ULIDs in increasing order, after every one this process made before.
+def _ulids(count: int, ms: int | None) -> list[str]:
+    """``count`` new ULIDs of millisecond ``ms`` (None: now by this host's clock), in
+    increasing order, after every one this process made before.
 
     The random parts are 16 random characters each (one read of os.urandom for all), sorted.
     Within the millisecond of the last id made, they count up from its random part instead,
     as monotonic ULIDs do, so ids of one process sort in the order they were made.
     """
     global _last
-    ms = time.time_ns() // 1_000_000
+    if ms is None:
+        ms = time.time_ns() // 1_000_000
     fresh = os.urandom(16 * count).translate(_RANDOM_CHAR).decode("ascii")
     parts = sorted(fresh[i : i + 16] for i in range(0, 16 * count, 16))
     with _lock:
@@ -73,17 +75,28 @@ def _ulids(count: int) -> list[str]:
     return [prefix + part for part in parts]
 
 
-def new_id(namespace: str) -> str:
-    """``namespace``, ``_`` and a new lowercase ULID."""
-    return f"{namespace}_{_ulids(1)[0]}"
+def new_id(namespace: str, ms: int | None = None) -> str:
+    """``namespace``, ``_`` and a new lowercase ULID of millisecond ``ms`` (None: now)."""
+    return f"{namespace}_{_ulids(1, ms)[0]}"
 
 
-def new_ids(namespace: str, count: int) -> list[str]:
-    """``count`` new ids, in the order they sort."""
+def new_ids(namespace: str, count: int, ms: int | None = None) -> list[str]:
+    """``count`` new ids of millisecond ``ms`` (None: now), in the order they sort."""
     if count <= 0:
         return []
     prefix = namespace + "_"
-    return [prefix + ulid for ulid in _ulids(count)]
+    return [prefix + ulid for ulid in _ulids(count, ms)]
+
+
+# The millisecond of a stream's event ids. A consumer of KanthorQ for Go starts its cursor at
+# an id of the stream's created_at millisecond (random bits after it) and reads the events
+# whose ids sort after that cursor, so every event id must sort after every id of that
+# millisecond: its time part is at least created_at + 1. Ids made in the same millisecond
+# would sort before or after Go's cursor by chance, and an event before it is never seen.
+# The time itself is the database's (kanthorq.clock), as created_at is.
+def event_ms(now_ms: int, stream_created_at: int) -> int:
+    """The time part of the next event ids of a stream created at ``stream_created_at``."""
+    return max(now_ms, stream_created_at + 1)
 
 
 def event_id_at(ms: int) -> str:

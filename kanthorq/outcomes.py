@@ -19,7 +19,6 @@ import msgspec
 from kanthorq.completer import Completer
 from kanthorq.database import DB_ERRORS, Conn
 from kanthorq.errors import Retry, StaleTask
-from kanthorq.ids import now_ms
 from kanthorq.message import Message, Outcome
 from kanthorq.policies import delay_for
 from kanthorq.store import ConsumerQueries
@@ -37,13 +36,13 @@ def _storable(text: str) -> str:
 
 
 def error_record(attempt: int, exc: BaseException, *, with_traceback: bool = True) -> bytes:
-    """One element of ``attempted_error``: when, which attempt, the error, its traceback."""
+    """One element of ``attempted_error``: which attempt, the error, its traceback. The
+    statement that stores it adds when (``at``), by the database's clock."""
     try:
         message = str(exc)
     except Exception:  # an exception whose __str__ fails still gets recorded
         message = "<unprintable>"
     record: dict[str, object] = {
-        "at": now_ms(),
         "attempt": attempt,
         "error": _storable(f"{type(exc).__name__}: {message}"),
     }
@@ -62,12 +61,14 @@ class Outcomes:
         pool: asyncpg.Pool,
         completer: Completer,
         retry_at: Callable[[float], None],
+        extended: Callable[[Message, float], None],
     ) -> None:
         self._sub = sub
         self._queries = queries
         self._pool = pool
         self._completer = completer
         self._retry_at = retry_at  # told how soon a retried task is due (seconds)
+        self._extended = extended  # told that a running task's deadline moved (seconds)
 
     def completed(self, msg: Message) -> None:
         """The handler returned: complete the task (batched), unless it settled it itself."""
@@ -156,17 +157,20 @@ class Outcomes:
             except DB_ERRORS as db_exc:
                 if time.monotonic() + backoff > deadline:
                     logger.warning(
-                        "consumer %s: could not record the failure of %s: %s",
+                        "consumer %s: could not record the failure of %s: %s: %s",
                         self._sub.name,
                         msg.task.event_id,
+                        type(db_exc).__name__,
                         db_exc,
                     )
                     return None
                 logger.warning(
-                    "consumer %s: could not record the failure of %s yet, retrying in %.1fs: %s",
+                    "consumer %s: could not record the failure of %s yet, retrying in %.1fs: "
+                    "%s: %s",
                     self._sub.name,
                     msg.task.event_id,
                     backoff,
+                    type(db_exc).__name__,
                     db_exc,
                 )
             await asyncio.sleep(backoff)
@@ -203,13 +207,9 @@ class Outcomes:
             logger.exception("consumer %s: on_discard hook failed", self._sub.name)
 
     async def extend(self, msg: Message, seconds: float) -> bool:
-        """Push the running attempt's visibility deadline to ``seconds`` from now."""
+        """Push the running attempt's deadline to ``seconds`` from now."""
         deadline = await self._queries.extend(
-            self._pool,
-            msg.task.event_id,
-            msg.task.attempt_count,
-            round(self._sub.visibility_timeout * 1000),
-            round(seconds * 1000),
+            self._pool, msg.task.event_id, msg.task.attempt_count, round(seconds * 1000)
         )
         if deadline is None:
             logger.warning(
@@ -219,6 +219,7 @@ class Outcomes:
                 msg.task.attempt_count,
             )
             return False
+        self._extended(msg, seconds)
         return True
 
     async def settle(

@@ -16,10 +16,11 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from kanthorq.clock import DbClock
 from kanthorq.database import DB_ERRORS, Conn, Target, connect, own_statement
 from kanthorq.entities import Event
 from kanthorq.errors import ConnectionFailed, InvalidPayload
-from kanthorq.ids import new_id, new_ids, now_ms, table_name, validate_name
+from kanthorq.ids import event_ms, new_ids, table_name, validate_name
 from kanthorq.payloads import encode_body, encode_metadata
 from kanthorq.schedule import with_schedule
 from kanthorq.sqlfiles import render
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 Item: TypeAlias = tuple[str, Any] | tuple[str, Any, dict[str, Any] | None] | Event
 Row: TypeAlias = tuple[str, str, bytes, str, int]
+Content: TypeAlias = tuple[str, bytes, str]  # subject, body, metadata: checked and encoded
 _COLUMNS = ("id", "subject", "body", "metadata", "created_at")
 _NOTIFY = "SELECT pg_notify($1, '')"
 _NOTIFY_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailed, *DB_ERRORS)
@@ -126,62 +128,81 @@ class Notifier:
                 conn.terminate()
 
 
-def _row(
-    event_id: str,
-    subject: object,
-    body: object,
-    metadata: object,
-    max_body: int,
-    schedule: int | None,
-    ms: int,
-) -> Row:
+def _content(
+    subject: object, body: object, metadata: object, max_body: int, schedule: int | None
+) -> Content:
     return (
-        event_id,
         validate_subject(subject),
         encode_body(body, max_body),
         encode_metadata(with_schedule(metadata, schedule)),
-        ms,
     )
 
 
-def _item_row(event_id: str, item: object, max_body: int, schedule: int | None, ms: int) -> Row:
+def _item_content(item: object, max_body: int, schedule: int | None) -> Content:
     if isinstance(item, Event):
         if item.id:
             raise InvalidPayload("publish_many takes Events without an id; the publisher makes it")
-        return _row(event_id, item.subject, item.body, item.metadata, max_body, schedule, ms)
+        return _content(item.subject, item.body, item.metadata, max_body, schedule)
     if isinstance(item, tuple) and len(item) in (2, 3):
         meta = item[2] if len(item) == 3 else None
-        return _row(event_id, item[0], item[1], meta, max_body, schedule, ms)
+        return _content(item[0], item[1], meta, max_body, schedule)
     raise InvalidPayload(
         "publish_many items must be (subject, body), (subject, body, metadata) or "
         f"kanthorq.Event, got {type(item).__name__}"
     )
 
 
-def _rows(items: Sequence[object], max_body: int, schedule: int | None) -> list[Row]:
-    """The rows of a batch, made at one time. The common item, ``(subject, body)``, takes a
-    short path: its metadata is the batch's, encoded once."""
-    ms = now_ms()
+def _contents(items: Sequence[object], max_body: int, schedule: int | None) -> list[Content]:
+    """The checked and encoded items of a batch. The common item, ``(subject, body)``, takes
+    a short path: its metadata is the batch's, encoded once."""
     plain = encode_metadata(with_schedule(None, schedule))
-    rows: list[Row] = []
-    append = rows.append
-    for event_id, item in zip(new_ids("event", len(items)), items, strict=True):
+    contents: list[Content] = []
+    append = contents.append
+    for item in items:
         if type(item) is tuple and len(item) == 2:
             subject, body = item
-            append((event_id, validate_subject(subject), encode_body(body, max_body), plain, ms))
+            append((validate_subject(subject), encode_body(body, max_body), plain))
         else:
-            append(_item_row(event_id, item, max_body, schedule, ms))
-    return rows
+            append(_item_content(item, max_body, schedule))
+    return contents
 
 
 class Publisher:
     def __init__(
-        self, pool: asyncpg.Pool, registry: Registry, notifier: Notifier, *, max_body_size: int
+        self,
+        pool: asyncpg.Pool,
+        registry: Registry,
+        notifier: Notifier,
+        clock: DbClock,
+        *,
+        max_body_size: int,
     ) -> None:
         self._pool = pool
         self._registry = registry
         self._notifier = notifier
+        self._clock = clock
+        self._resync: asyncio.Task[None] | None = None
         self._max_body = max_body_size
+
+    async def _read_clock(self) -> None:
+        """Read the database's time again (in the background; the clock is followed
+        meanwhile)."""
+        try:
+            with own_statement():
+                await self._clock.sync(self._pool)
+        except DB_ERRORS as exc:
+            logger.debug("could not read the database's clock: %s: %s", type(exc).__name__, exc)
+        finally:
+            self._resync = None
+
+    def _rows(self, ref: StreamRef, contents: Sequence[Content]) -> list[Row]:
+        """The rows of ``contents``, with new ids and one time: the database's clock, and
+        after the stream's creation (:func:`kanthorq.ids.event_ms`)."""
+        if self._clock.stale() and self._resync is None:
+            self._resync = asyncio.get_running_loop().create_task(self._read_clock())
+        ms = event_ms(self._clock.now_ms(), ref.created_at)
+        ids = new_ids("event", len(contents), ms)
+        return [(i, s, b, m, ms) for i, (s, b, m) in zip(ids, contents, strict=True)]
 
     async def publish(
         self,
@@ -193,25 +214,31 @@ class Publisher:
         schedule: int | None = None,
     ) -> str:
         validate_name(stream, "stream")
-        row = _row(new_id("event"), subject, body, metadata, self._max_body, schedule, now_ms())
+        content = _content(subject, body, metadata, self._max_body, schedule)
         db = self._pool if conn is None else conn
+        made: list[str] = []
 
         async def insert(ref: StreamRef) -> None:
+            [row] = self._rows(ref, [content])
+            made[:] = [row[0]]
             await db.execute(render("publish_one", stream_id=ref.id), *row)
 
         await self._write(stream, conn, insert)
-        return row[0]
+        return made[0]
 
     async def publish_many(
         self, stream: str, items: Iterable[Item], conn: Conn | None, schedule: int | None = None
     ) -> list[str]:
         validate_name(stream, "stream")
         batch = items if isinstance(items, list | tuple) else list(items)
-        rows = _rows(batch, self._max_body, schedule)
-        if not rows:
+        contents = _contents(batch, self._max_body, schedule)
+        if not contents:
             return []
+        made: list[str] = []
 
         async def copy(ref: StreamRef) -> None:
+            rows = self._rows(ref, contents)
+            made[:] = [row[0] for row in rows]
             if conn is not None:
                 await self._copy(conn, ref, rows)
                 return
@@ -219,7 +246,7 @@ class Publisher:
                 await self._copy(own, ref, rows)
 
         await self._write(stream, conn, copy)
-        return [row[0] for row in rows]
+        return made
 
     async def _write(
         self, stream: str, conn: Conn | None, write: Callable[[StreamRef], Awaitable[None]]

@@ -8,7 +8,6 @@ client in another language schedules an event by setting the same key.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any
 
@@ -19,8 +18,10 @@ SCHEDULE_KEY = "kanthorq.schedule_at"
 MAX_SCHEDULE_MS = 10**15  # about the year 33658: far enough, and well inside a BIGINT
 
 
-def schedule_ms(delay: float | None, at: datetime | None) -> int | None:
-    """When the event's tasks become runnable, in ms since the epoch; None for now."""
+def schedule_ms(delay: float | None, at: datetime | None, now_ms: int) -> int | None:
+    """When the event's tasks become runnable, in ms since the epoch; None for now.
+    ``now_ms``: the time now by the database's clock (:class:`kanthorq.clock.DbClock`),
+    which the conversion and the claims compare the schedule with."""
     if delay is not None and at is not None:
         raise ConfigError("give delay= or at=, not both")
     if delay is not None:
@@ -28,7 +29,7 @@ def schedule_ms(delay: float | None, at: datetime | None) -> int | None:
             raise ConfigError(
                 f"delay must be a number of seconds from 0 to {MAX_DELAY:g}, got {delay!r}"
             )
-        return round(time.time() * 1000 + delay * 1000)
+        return now_ms + round(delay * 1000)
     if at is not None:
         if not isinstance(at, datetime):
             raise ConfigError(f"at must be a datetime, got {type(at).__name__}")

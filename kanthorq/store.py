@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +17,11 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
+from kanthorq import tables
 from kanthorq.entities import Event, Task, TaskState
 from kanthorq.errors import ConsumerConflict
 from kanthorq.ids import event_id_at, new_id
-from kanthorq.sqlfiles import load, render, task_names
+from kanthorq.sqlfiles import load, render
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +52,23 @@ class Converted:
     locked: bool
     registered: bool
     waiting: bool
+    takeover: bool = False  # another client moved the cursor: take over, then convert
     claimed: list[Claimed] = field(default_factory=list)
 
 
 class Registry:
-    """Streams and consumers: created when first used, cached per process."""
+    """Streams and consumers: created when first used, cached per process.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    ``connect`` opens a connection outside the pool: a new stream is created on one, so that
+    creating it never waits for the pool (which callers publishing in their own transactions
+    may hold to the last connection), and it commits whatever the caller's transaction does.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, connect: Callable[[], Awaitable[asyncpg.Connection]]
+    ) -> None:
         self._pool = pool
+        self._connect = connect
         self._streams: dict[str, StreamRef] = {}
 
     async def stream(
@@ -67,68 +77,81 @@ class Registry:
         """The stream called ``name``, created with its table if it does not exist yet.
 
         ``via``: the caller's connection, to look the stream up without waiting for one of
-        the pool's (which the callers in transactions may all hold).
+        the pool's. Its created_at is what the ids of its events must follow
+        (:func:`kanthorq.ids.event_ms`).
         """
         known = self._streams.get(name)
         if known is not None:
             return known
-        if via is not None:
-            row = await via.fetchrow(load("stream_get"), name)
-            if row is not None and row["ready"]:
-                known = StreamRef(id=row["id"], name=name, created_at=row["created_at"])
-                self._streams[name] = known
-                return known
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(load("stream_get"), name)
-            if row is None or not row["ready"]:
-                async with conn.transaction():
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock(hashtext($1))", f"kanthorq.stream.{name}"
-                    )
-                    row = await conn.fetchrow(load("stream_register"), new_id("stream"), name)
-                    assert row is not None
-                    await conn.execute(render("stream_table", stream_id=row["id"]))
+        row = await (self._pool if via is None else via).fetchrow(load("stream_get"), name)
+        if row is None or not row["present"]:
+            row = await self._create_stream(name)
         ref = StreamRef(id=row["id"], name=name, created_at=row["created_at"])
         self._streams[name] = ref
         return ref
+
+    async def _create_stream(self, name: str) -> asyncpg.Record:
+        conn = await self._connect()
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext($1))", f"kanthorq.stream.{name}"
+                )
+                row = await conn.fetchrow(load("stream_register"), new_id("stream"), name)
+                assert row is not None
+                spec = tables.stream_spec(row["id"])
+                if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", spec.table):
+                    await tables.create(conn, spec)
+            return row
+        finally:
+            await conn.close()
 
     def forget(self, name: str) -> None:
         """Drop the cached stream ``name`` (its table was dropped): the next use looks it up,
         and creates it again."""
         self._streams.pop(name, None)
 
+    async def prepared_stream(self, name: str) -> StreamRef:
+        """The stream, ready for conversion: a table that another client created gets the
+        txid column and its index, online (:mod:`kanthorq.tables`)."""
+        ref = await self.stream(name)
+        async with self._pool.acquire() as conn:
+            await tables.complete(conn, tables.stream_spec(ref.id))
+        return ref
+
     async def consumer(self, spec: ConsumerSpec) -> ConsumerQueries:
-        """Register (or update) a consumer and create its task table."""
-        stream = await self.stream(spec.stream)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1))", f"kanthorq.consumer.{spec.name}"
-            )
-            row = await conn.fetchrow(
-                load("consumer_register"),
-                stream.id,
-                stream.name,
-                new_id("consumer"),
-                spec.name,
-                list(spec.includes),
-                list(spec.excludes),
-                event_id_at(stream.created_at),
-                spec.attempt_max,
-                spec.visibility_timeout_ms,
-            )
-            if row is None:
-                other = await conn.fetchrow(load("consumer_get"), spec.name)
-                raise ConsumerConflict(
-                    f"consumer {spec.name!r} already exists on stream "
-                    f"{other['stream_name'] if other else '?'!r}, not on {spec.stream!r}; "
-                    "pick another consumer name"
+        """Register (or update) a consumer and create (or complete) its task table."""
+        stream = await self.prepared_stream(spec.stream)
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext($1))", f"kanthorq.consumer.{spec.name}"
                 )
-            # The DDL takes a SHARE lock on the task table even when everything exists, so it
-            # would wait for (and queue every claim and ack behind) any open transaction that
-            # wrote the table: run it only when the table or one of its indexes is missing.
-            names = list(task_names(row["id"]).values())
-            if not await conn.fetchval(load("relations_exist"), names):
-                await conn.execute(render("task_table", consumer_id=row["id"]))
+                row = await conn.fetchrow(
+                    load("consumer_register"),
+                    stream.id,
+                    stream.name,
+                    new_id("consumer"),
+                    spec.name,
+                    list(spec.includes),
+                    list(spec.excludes),
+                    event_id_at(stream.created_at),
+                    spec.attempt_max,
+                    spec.visibility_timeout_ms,
+                )
+                if row is None:
+                    other = await conn.fetchrow(load("consumer_get"), spec.name)
+                    raise ConsumerConflict(
+                        f"consumer {spec.name!r} already exists on stream "
+                        f"{other['stream_name'] if other else '?'!r}, not on {spec.stream!r}; "
+                        "pick another consumer name"
+                    )
+                table = tables.task_spec(row["id"])
+                # DDL locks the table even when everything exists, so it would wait for (and
+                # queue every claim and ack behind) any open transaction that wrote it
+                if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table.table):
+                    await tables.create(conn, table)
+            await tables.complete(conn, table)  # a table another client created
         return ConsumerQueries(spec.name, stream.id, row["id"])
 
 
@@ -237,13 +260,17 @@ class ConsumerQueries:
         self._extend = render("extend", consumer_id=consumer_id)
         self._hand_back = render("hand_back", consumer_id=consumer_id)
         self._rescue = render("rescue", consumer_id=consumer_id)
+        self._takeover = render("takeover", stream_id=stream_id)
         self._next_due = render("next_due", consumer_id=consumer_id)
         self._with_events = render("tasks_with_events", **ids)
 
-    async def convert(self, db: Executor, limit: int, claim: int = 0) -> Converted:
+    async def convert(
+        self, db: Executor, limit: int, claim: int = 0, visibility_timeout_ms: int = 0
+    ) -> Converted:
         """Convert up to ``limit`` events, and claim up to ``claim`` of the new tasks that
-        can run now (they are inserted running, as a claim would leave them)."""
-        rows = await db.fetch(self._convert, self.name, limit, claim)
+        can run now (they are inserted running, as a claim would leave them, with their
+        deadline ``visibility_timeout_ms`` from now)."""
+        rows = await db.fetch(self._convert, self.name, limit, claim, visibility_timeout_ms)
         first = rows[0]
         claimed = [_claimed(row) for row in rows if row["event_id"] is not None]
         return Converted(
@@ -252,11 +279,22 @@ class ConsumerQueries:
             first["locked"],
             first["registered"],
             first["waiting"],
+            first["takeover"],
             claimed,
         )
 
-    async def claim(self, db: Executor, limit: int) -> list[Claimed]:
-        return [_claimed(row) for row in await db.fetch(self._claim, limit)]
+    async def takeover(self, db: Executor) -> asyncpg.Record | None:
+        """Take over the consumer from another client that moved its cursor (see
+        takeover.sql); the new position, or None when there was nothing to take over."""
+        return await db.fetchrow(self._takeover, self.name)
+
+    async def claim(
+        self, db: Executor, limit: int, visibility_timeout_ms: int = 0
+    ) -> list[Claimed]:
+        """Claim up to ``limit`` runnable tasks, each with its deadline
+        ``visibility_timeout_ms`` from now."""
+        rows = await db.fetch(self._claim, limit, visibility_timeout_ms)
+        return [_claimed(row) for row in rows]
 
     async def complete(
         self, db: Executor, ids: Sequence[str], attempts: Sequence[int]
@@ -283,12 +321,10 @@ class ConsumerQueries:
     async def cancel(self, db: Executor, event_id: str, attempt: int) -> bool:
         return await db.fetchrow(self._cancel, event_id, attempt) is not None
 
-    async def extend(
-        self, db: Executor, event_id: str, attempt: int, visibility_timeout_ms: int, ms: int
-    ) -> int | None:
-        """Push the attempt's visibility deadline to at least ``ms`` from now; the new
-        deadline (ms since the epoch), or None when the attempt is stale."""
-        value = await db.fetchval(self._extend, event_id, attempt, visibility_timeout_ms, ms)
+    async def extend(self, db: Executor, event_id: str, attempt: int, ms: int) -> int | None:
+        """Push the attempt's deadline to at least ``ms`` from now; the new deadline (ms
+        since the epoch, by the database's clock), or None when the attempt is stale."""
+        value = await db.fetchval(self._extend, event_id, attempt, ms)
         return None if value is None else int(value)
 
     async def hand_back(
@@ -297,12 +333,10 @@ class ConsumerQueries:
         rows = await db.fetch(self._hand_back, ids, attempts, error.decode())
         return {row["event_id"] for row in rows}
 
-    async def rescue(
-        self, db: Executor, attempt_max: int, visibility_timeout_ms: int
-    ) -> tuple[int, list[str]]:
-        """Rescue the tasks past their visibility timeout: how many were made retryable,
-        and the event ids of those discarded because their attempts were used up."""
-        rows = await db.fetch(self._rescue, attempt_max, visibility_timeout_ms)
+    async def rescue(self, db: Executor, attempt_max: int) -> tuple[int, list[str]]:
+        """Rescue the running tasks past their deadline: how many were made retryable, and
+        the event ids of those discarded because their attempts were used up."""
+        rows = await db.fetch(self._rescue, attempt_max, self.name)
         discarded = [row["event_id"] for row in rows if row["state"] == TaskState.DISCARDED]
         return len(rows) - len(discarded), discarded
 

@@ -21,6 +21,8 @@ from kanthorq.entities import Event
 from kanthorq.errors import Discard, Retry, VisibilityTimeout
 from kanthorq.message import Message
 from kanthorq.outcomes import Outcomes, error_record
+from kanthorq.running import Handlers
+from kanthorq.stalls import StallWatch
 from kanthorq.store import Claimed, ConsumerQueries
 from kanthorq.subscription import Subscription
 
@@ -31,6 +33,7 @@ CLAIM_BATCH = 100
 SOON = 0.02  # another converter held the consumer, or events wait for an older transaction
 MAX_ERROR_BACKOFF = 5.0
 CANCEL_GRACE = 5.0  # how long shutdown waits for cancelled handlers to unwind
+STALL_POLLS = 3  # poll intervals of conversion held back before it is logged
 
 
 class ConsumerWorker:
@@ -49,13 +52,20 @@ class ConsumerWorker:
         self._poll = poll_interval
         self._shutdown_timeout = shutdown_timeout
         self._completer = Completer(queries, pool)
+        self._handlers = Handlers(sub.name)
         self._outcomes = Outcomes(
-            sub, queries, pool, self._completer, lambda delay: self._soon(max(delay, SOON))
+            sub,
+            queries,
+            pool,
+            self._completer,
+            lambda delay: self._soon(max(delay, SOON)),
+            self._handlers.extended,
         )
+        self._stalls = StallWatch(sub.name, after=max(STALL_POLLS * poll_interval, 1.0))
+        self._vt_ms = round(sub.visibility_timeout * 1000)
         self._signal = asyncio.Event()  # wakes the loop's sleep: a step is due, or a timer moved
         self._woken = False  # a step is due now
         self._stopping = asyncio.Event()
-        self._running: dict[asyncio.Task[None], Message] = {}
         self._convert_due = True
         self._backlog = False  # the last conversion filled its batch: more events wait
         self._more = False
@@ -89,10 +99,12 @@ class ConsumerWorker:
                 except DB_ERRORS as exc:
                     self._error_backoff = min(max(self._error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
                     logger.warning(
-                        "consumer %s: database error, retrying in %.1fs: %s",
+                        "consumer %s: database error, retrying in %.1fs: %s: %s",
                         self.sub.name,
                         self._error_backoff,
+                        type(exc).__name__,
                         exc,
+                        extra={"consumer": self.sub.name},
                     )
                     # neither the timer nor the poll comes back before the backoff is over
                     retry_at = time.monotonic() + self._error_backoff
@@ -113,6 +125,9 @@ class ConsumerWorker:
         if now >= self._next_timer and self._next_timer:
             self._next_timer = 0.0
             self._convert_due = True
+        check_at = self._handlers.check()  # cancel the handlers past their deadline
+        if check_at is not None:
+            self._soon(max(check_at - now, SOON))
         # New events (a wake-up, a poll, a timer) are converted at once. The rest of a
         # backlog is converted a batch at a time as the runnable tasks run out (a claim came
         # back short), so claims never wait behind the conversion of a whole backlog.
@@ -145,9 +160,7 @@ class ConsumerWorker:
             self._signal.set()
 
     async def _rescue(self) -> None:
-        retried, discarded = await self.queries.rescue(
-            self._pool, self.sub.attempt_max, round(self.sub.visibility_timeout * 1000)
-        )
+        retried, discarded = await self.queries.rescue(self._pool, self.sub.attempt_max)
         if retried or discarded:
             logger.warning(
                 "consumer %s: %d tasks past their visibility timeout: %d to retry, %d discarded",
@@ -157,18 +170,19 @@ class ConsumerWorker:
                 len(discarded),
             )
         if discarded and self.sub.on_discard is not None:
-            error = VisibilityTimeout(
-                f"the task ran longer than the visibility timeout "
-                f"({self.sub.visibility_timeout:g}s) on its last attempt"
-            )
+            error = VisibilityTimeout("the task ran past its deadline on its last attempt")
             for item in await self.queries.with_events(self._pool, discarded):
                 await self._outcomes.discarded(self._message(item), error)
 
     async def _convert(self) -> None:
         """One batch per step, so claims (and a shutdown) never wait behind a backlog."""
-        free = 0 if self._stopping.is_set() else self.sub.concurrency - len(self._running)
+        free = 0 if self._stopping.is_set() else self.sub.concurrency - len(self._handlers)
         want = min(max(free, 0), CLAIM_BATCH)
-        result = await self.queries.convert(self._pool, CONVERT_BATCH, want)
+        result = await self.queries.convert(self._pool, CONVERT_BATCH, want, self._vt_ms)
+        if result.takeover:
+            await self._take_over()
+            return
+        await self._stalls.update(result.waiting, self._pool)
         if await self._take(result.claimed) and result.claimed:
             # as after a claim: a full one means more tasks may be runnable, and a finished
             # handler then steps at once (a short one leaves it to the claim that follows)
@@ -192,17 +206,32 @@ class ConsumerWorker:
             if result.waiting:
                 self._soon(min(SOON * 2 ** min(self._waiting_streak, 10), self._poll))
 
+    async def _take_over(self) -> None:
+        """Another client (KanthorQ for Go) moved the cursor: take the consumer over from
+        where it stands, then convert at once."""
+        row = await self.queries.takeover(self._pool)
+        if row is not None:
+            logger.info(
+                "consumer %s: taking over from another client at its cursor %s: events up "
+                "to it were converted there and are not converted again",
+                self.sub.name,
+                row["cursor"],
+                extra={"consumer": self.sub.name},
+            )
+        self._convert_due = True
+        self._step_now()
+
     async def _fill(self) -> None:
-        free = self.sub.concurrency - len(self._running)
+        free = self.sub.concurrency - len(self._handlers)
         if free <= 0 or self._stopping.is_set():
             return
         want = min(free, CLAIM_BATCH)
-        claimed = await self.queries.claim(self._pool, want)
+        claimed = await self.queries.claim(self._pool, want, self._vt_ms)
         if not await self._take(claimed):
             return
         self._more = len(claimed) == want
         if self._more:
-            if len(self._running) < self.sub.concurrency:
+            if len(self._handlers) < self.sub.concurrency:
                 self._step_now()
             return
         if self._backlog:  # the runnable tasks ran out: convert the next batch now
@@ -226,14 +255,14 @@ class ConsumerWorker:
     def _start(self, item: Claimed) -> None:
         msg = self._message(item)
         task = asyncio.get_running_loop().create_task(self._execute(item, msg))
-        self._running[task] = msg
+        self._handlers.add(task, msg, self.sub.visibility_timeout)
         task.add_done_callback(self._done)
 
     def _message(self, item: Claimed) -> Message:
         return Message(_event(item), item.task, self._outcomes)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
+        self._handlers.discard(task)
         if self._more:
             self._step_now()
         if not task.cancelled() and task.exception() is not None:
@@ -255,6 +284,13 @@ class ConsumerWorker:
             await self._outcomes.failed(msg, exc, discard=True)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
+            if self._handlers.timed_out(task):  # it ran past its deadline: a failed attempt
+                assert task is not None
+                task.uncancel()
+                await self._outcomes.failed(
+                    msg, VisibilityTimeout("the handler ran past its task's deadline")
+                )
+                return
             if task is not None and task.cancelling():
                 raise  # the worker cancelled it (shutdown): it is handed back
             await self._outcomes.failed(msg, exc)  # the handler's own code raised it
@@ -266,15 +302,15 @@ class ConsumerWorker:
     # ---- shutdown -------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        if self._running:
+        if self._handlers:
             logger.info(
-                "consumer %s: waiting up to %.1fs for %d running handlers",
+                "consumer %s: waiting up to %.1fs for %s",
                 self.sub.name,
                 self._shutdown_timeout,
-                len(self._running),
+                _handlers(len(self._handlers)),
             )
-            await asyncio.wait(list(self._running), timeout=self._shutdown_timeout)
-        leftover = dict(self._running)
+            await asyncio.wait(list(self._handlers), timeout=self._shutdown_timeout)
+        leftover = dict(self._handlers.items())
         for task in leftover:
             task.cancel()
         if leftover:
@@ -283,10 +319,11 @@ class ConsumerWorker:
                 # a handler that swallows cancellation still runs: handing its task back
                 # would run it twice at once, so it returns after the visibility timeout
                 logger.error(
-                    "consumer %s: %d handlers ignored cancellation; their tasks are not "
-                    "handed back",
+                    "consumer %s: %s ignored cancellation; their tasks are not handed back "
+                    "(events %s)",
                     self.sub.name,
-                    len(stuck),
+                    _handlers(len(stuck)),
+                    ", ".join(leftover[t].task.event_id for t in stuck),
                 )
             await self._hand_back([msg for task, msg in leftover.items() if task not in stuck])
         await self._completer.close()
@@ -308,9 +345,10 @@ class ConsumerWorker:
         except DB_ERRORS as exc:
             logger.warning(
                 "consumer %s: could not hand back %d tasks (they return after the "
-                "visibility timeout): %s",
+                "visibility timeout): %s: %s",
                 self.sub.name,
                 len(unsettled),
+                type(exc).__name__,
                 exc,
             )
             return
@@ -322,3 +360,7 @@ def _event(item: Claimed) -> Event:
     if item.event is not None:
         return item.event
     return Event(id=item.task.event_id, subject=item.task.subject, body=b"")
+
+
+def _handlers(count: int) -> str:
+    return f"{count} running handler" + ("" if count == 1 else "s")

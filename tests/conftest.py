@@ -21,6 +21,7 @@ import pytest
 
 import kanthorq
 from kanthorq import embedded, migrate
+from kanthorq.store import Registry
 
 _counter = itertools.count()
 
@@ -157,6 +158,16 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+def registry(pool: asyncpg.Pool, dsn: str | None) -> Registry:
+    """A registry on ``pool`` that creates streams on connections of its own to ``dsn``."""
+    assert dsn is not None
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn)
+
+    return Registry(pool, connect)
+
+
 async def task_table(conn: asyncpg.Connection, consumer: str) -> str:
     """The quoted task table of a consumer."""
     consumer_id = await conn.fetchval(
@@ -173,6 +184,18 @@ async def stream_table(conn: asyncpg.Connection, stream: str = "default") -> str
     )
     assert stream_id, f"stream {stream!r} is not registered"
     return f'"kanthorq_{stream_id}"'
+
+
+async def age_running(db: asyncpg.Connection, consumer: str, ms: int, event_id: str = "") -> None:
+    """Move time forward ``ms`` for the consumer's running tasks (only ``event_id``'s when
+    given): their claims happened ``ms`` earlier, and their deadlines are ``ms`` nearer."""
+    table = await task_table(db, consumer)
+    await db.execute(
+        f"UPDATE {table} SET attempted_at = attempted_at - $1, deadline_at = deadline_at - $1 "
+        "WHERE state = 2 AND ($2 = '' OR event_id = $2)",
+        ms,
+        event_id,
+    )
 
 
 async def task_row(db: asyncpg.Connection, consumer: str, event_id: str) -> asyncpg.Record | None:

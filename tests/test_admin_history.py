@@ -15,8 +15,8 @@ import kanthorq
 from kanthorq import TaskState
 from kanthorq.cli import main
 from kanthorq.errors import ConfigError, UnknownConsumer, UnknownStream
-from kanthorq.store import ConsumerQueries, ConsumerSpec, Registry
-from tests.conftest import Running, stream_table, task_states, task_table, wait_until
+from kanthorq.store import ConsumerQueries, ConsumerSpec
+from tests.conftest import Running, registry, stream_table, task_states, task_table, wait_until
 
 AppFactory = Callable[..., kanthorq.App]
 Starter = Callable[..., Awaitable[Running]]
@@ -31,7 +31,7 @@ async def app(make_app: AppFactory) -> AsyncIterator[kanthorq.App]:
 
 async def consumer(app: kanthorq.App, name: str, include: str = ">") -> ConsumerQueries:
     spec = ConsumerSpec(name, "default", (include,), (), 4, 300_000)
-    return await Registry(app.pool).consumer(spec)
+    return await registry(app.pool, app.dsn).consumer(spec)
 
 
 async def relations(db: asyncpg.Connection) -> set[str]:

@@ -15,8 +15,8 @@ from kanthorq import TaskState
 from kanthorq.admin import TaskFilter
 from kanthorq.cli import main
 from kanthorq.errors import ConfigError, UnknownConsumer
-from kanthorq.store import ConsumerQueries, ConsumerSpec, Registry
-from tests.conftest import Running, task_table, wait_state
+from kanthorq.store import ConsumerQueries, ConsumerSpec
+from tests.conftest import Running, registry, task_table, wait_state
 
 AppFactory = Callable[..., kanthorq.App]
 Starter = Callable[..., Awaitable[Running]]
@@ -33,7 +33,7 @@ async def arrange(
     app: kanthorq.App, db: asyncpg.Connection, tasks: list[tuple[str, TaskState]]
 ) -> tuple[ConsumerQueries, list[str]]:
     """One event and one task per (subject, state), created an hour ago."""
-    queries = await Registry(app.pool).consumer(SPEC)
+    queries = await registry(app.pool, app.dsn).consumer(SPEC)
     ids = await app.publish_many([(subject, b"{}") for subject, _ in tasks])
     await queries.convert(app.pool, 1000)
     table = await task_table(db, "ops")

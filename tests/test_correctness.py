@@ -15,7 +15,15 @@ from ulid import ULID
 import kanthorq
 from kanthorq import TaskState
 from kanthorq.ids import now_ms
-from tests.conftest import Running, stream_table, task_row, task_table, wait_state, wait_until
+from tests.conftest import (
+    Running,
+    age_running,
+    stream_table,
+    task_row,
+    task_table,
+    wait_state,
+    wait_until,
+)
 
 AppFactory = Callable[..., kanthorq.App]
 Starter = Callable[..., Awaitable[Running]]
@@ -78,10 +86,7 @@ async def rescued_twice(
     await start_app(app)
     event_id = await app.publish("a.b")
     await wait_until(lambda: 1 in attempts.messages)
-    table = await task_table(db, "c")
-    await db.execute(
-        f"UPDATE {table} SET attempted_at = attempted_at - 60000 WHERE event_id = $1", event_id
-    )
+    await age_running(db, "c", 60_000, event_id)
     await wait_until(lambda: 2 in attempts.messages)
     row = await task_row(db, "c", event_id)
     assert row is not None
@@ -141,10 +146,7 @@ async def test_late_return_and_cancel_after_rescue_change_nothing(
     await attempts.settle(1, "cancel")
     assert attempts.results[1] is False
     # and the implicit completion of a handler that returns late: rescue a second time
-    table = await task_table(db, "c")
-    await db.execute(
-        f"UPDATE {table} SET attempted_at = attempted_at - 60000 WHERE event_id = $1", event_id
-    )
+    await age_running(db, "c", 60_000, event_id)
     await wait_until(lambda: 3 in attempts.messages)
     await attempts.settle(2, "return")
     # a completion of attempt 2 would be flushed within milliseconds; attempt 3 then nacks

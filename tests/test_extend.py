@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -39,15 +38,22 @@ async def test_an_extended_task_outlives_the_visibility_timeout_and_a_plain_one_
     await wait_until(lambda: "extended" in results)
     assert results["extended"] is True
     table = await task_table(db, "long")
-    row = await db.fetchrow(f"SELECT attempted_at FROM {table} WHERE event_id = $1", extended)
-    now = time.time() * 1000
-    # the deadline (attempted_at + timeout) is 600 s away, not 30 s
-    assert row["attempted_at"] + VT * 1000 >= now + 595_000
+    row = await db.fetchrow(
+        f"SELECT attempted_at, deadline_at, kanthorq_now_ms() AS now FROM {table} "
+        "WHERE event_id = $1",
+        extended,
+    )
+    # the deadline is 600 s away, not 30 s; attempted_at still tells when it was claimed
+    assert row["deadline_at"] >= row["now"] + 595_000
+    assert row["now"] - 10_000 <= row["attempted_at"] <= row["now"]
 
     # 100 s pass for both tasks: the plain one is past its timeout, the extended one is not
-    await db.execute(f"UPDATE {table} SET attempted_at = attempted_at - 100000")
+    await db.execute(
+        f"UPDATE {table} SET attempted_at = attempted_at - 100000, "
+        "deadline_at = deadline_at - 100000"
+    )
     worker = running.app.workers["long"]
-    retried, discarded = await worker.queries.rescue(db, 5, round(VT * 1000))
+    retried, discarded = await worker.queries.rescue(db, 5)
     assert (retried, discarded) == (1, [])
     states = dict(await db.fetch(f"SELECT event_id, state FROM {table}"))
     assert states == {extended: TaskState.RUNNING, plain: TaskState.RETRYABLE}
@@ -87,6 +93,7 @@ async def test_extend_after_a_rescue_or_an_ack_changes_nothing(
     assert results[1] is False
     after = await db.fetchrow(f"SELECT * FROM {table} WHERE event_id = $1", event_id)
     assert after["attempted_at"] == before["attempted_at"]
+    assert after["deadline_at"] == before["deadline_at"]
 
 
 @pytest.mark.parametrize("seconds", [0, -1, float("inf"), float("nan"), True, "5", 1e13])

@@ -13,7 +13,7 @@ import kanthorq
 from kanthorq import outcomes
 from kanthorq import worker as worker_module
 from kanthorq.errors import VisibilityTimeout
-from tests.conftest import Running, task_table, wait_until
+from tests.conftest import Running, age_running, task_table, wait_until
 
 
 async def test_a_backoff_policy_that_raises_still_schedules_a_retry(
@@ -188,7 +188,7 @@ async def test_a_rescue_that_discards_calls_on_discard(
             return await db.fetchval(f"SELECT state FROM {table}") == kanthorq.TaskState.RUNNING
 
         await wait_until(running)
-        await db.execute(f"UPDATE {table} SET attempted_at = attempted_at - 60000")
+        await age_running(db, "c", 60_000)
         await wait_until(lambda: discarded)
         [(seen_id, attempt, error)] = discarded
         assert (seen_id, attempt) == (event_id, 1)

@@ -17,8 +17,8 @@ import kanthorq
 from kanthorq import migrate
 from kanthorq.errors import SchemaNotReady
 from kanthorq.sqlfiles import migrations
-from kanthorq.store import ConsumerSpec, Registry
-from tests.conftest import with_database
+from kanthorq.store import ConsumerSpec
+from tests.conftest import registry, with_database
 
 _counter = itertools.count()
 
@@ -175,9 +175,9 @@ async def register_stream_and_consumer(dsn: str) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     assert pool is not None
     try:
-        registry = Registry(pool)
-        await registry.stream("orders")
-        await registry.consumer(
+        reg = registry(pool, dsn)
+        await reg.stream("orders")
+        await reg.consumer(
             ConsumerSpec(
                 name="email",
                 stream="orders",
@@ -187,7 +187,7 @@ async def register_stream_and_consumer(dsn: str) -> None:
                 visibility_timeout_ms=300_000,
             )
         )
-        await registry.stream("audit")
+        await reg.stream("audit")
     finally:
         await pool.close()
 
@@ -294,11 +294,18 @@ async def test_registry_tables_follow_the_storage_contract(scratch: asyncpg.Conn
     defs = {(r["tbl"], r["contype"], r["def"]) for r in keys}
     assert ("kanthorq_stream_registry", "u", "UNIQUE (name)") in defs
     assert ("kanthorq_consumer_registry", "p", "PRIMARY KEY (name)") in defs
-    # a consumer written by a client that knows only the contract columns
-    await scratch.execute(
-        "INSERT INTO kanthorq_consumer_registry (stream_id, stream_name, id, name) "
-        "VALUES ('stream_x', 'orders', 'consumer_x', 'go_consumer')"
+    # a consumer written as KanthorQ for Go writes it: without kind, created_at, updated_at
+    row = await scratch.fetchrow(
+        "INSERT INTO kanthorq_consumer_registry (stream_id, stream_name, id, name, "
+        "subject_includes, subject_excludes, cursor, attempt_max, visibility_timeout) "
+        "VALUES ('stream_x', 'orders', 'consumer_x', 'go_consumer', '{order.>}', '{}', "
+        "'event_x', 16, 300000) RETURNING kind, created_at, updated_at"
     )
+    assert row is not None
+    now = await scratch.fetchval("SELECT kanthorq_now_ms()")
+    assert row["kind"] == 1
+    assert now - 5000 < row["created_at"] <= now
+    assert now - 5000 < row["updated_at"] <= now
 
 
 async def test_app_without_migrate_creates_nothing(server_dsn: str) -> None:

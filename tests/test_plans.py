@@ -16,7 +16,8 @@ import pytest
 
 import kanthorq
 from kanthorq.sqlfiles import render
-from kanthorq.store import ConsumerSpec, Registry
+from kanthorq.store import ConsumerSpec
+from tests.conftest import registry
 
 EVENTS = 30_000
 
@@ -32,7 +33,7 @@ async def seeded(make_app: Any, db: asyncpg.Connection) -> tuple[str, str]:
     async with make_app() as app:
         assert isinstance(app, kanthorq.App)
         spec = ConsumerSpec("c", "default", ("order.>",), ("order.internal",), 4, 300_000)
-        queries = await Registry(app.pool).consumer(spec)
+        queries = await registry(app.pool, app.dsn).consumer(spec)
         for _ in range(0, EVENTS, 5000):
             await app.publish_many([("order.created", b"{}")] * 5000)
         # half the events become tasks, in every state; the rest wait to be converted
@@ -47,10 +48,10 @@ async def seeded(make_app: Any, db: asyncpg.Connection) -> tuple[str, str]:
 
 
 STATEMENTS = {
-    "convert": ("c", 1000, 20),
-    "claim": (20,),
+    "convert": ("c", 1000, 20, 300_000),
+    "claim": (20, 300_000),
     "next_due": (),
-    "rescue": (4, 300_000),
+    "rescue": (4, "c"),
     "complete": (["event_x"], [1]),
 }
 

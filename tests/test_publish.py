@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 import kanthorq
 from kanthorq.errors import InvalidSubject
 from kanthorq.ids import ID_RE, now_ms
+from kanthorq.store import ConsumerSpec
 from kanthorq.subjects import validate_subject
-from tests.conftest import stream_table, wait_until
+from tests.conftest import registry, stream_table, wait_until
 
 
 class OrderCancelled(msgspec.Struct):
@@ -400,12 +401,24 @@ async def test_stream_registered_by_another_client(
     )
     async with make_app() as app:
         event_id = await app.publish("py.one", b"y", stream="shared")
-    stored = await events(db, "shared")
-    assert sorted(r["subject"] for r in stored.values()) == ["go.one", "py.one"]
-    assert event_id in stored
-    assert await db.fetchval("SELECT id FROM kanthorq_stream_registry WHERE name = 'shared'") == (
-        stream_id
-    )
+        stored = await events(db, "shared")
+        assert sorted(r["subject"] for r in stored.values()) == ["go.one", "py.one"]
+        assert event_id in stored
+        assert await db.fetchval(
+            "SELECT id FROM kanthorq_stream_registry WHERE name = 'shared'"
+        ) == (stream_id)
+        # publishing leaves the other client's table as it is: only a consumer needs txid
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM pg_attribute "
+                "WHERE attrelid = $1::regclass AND attname = 'txid'",
+                f'"kanthorq_{stream_id}"',
+            )
+            == 0
+        )
+        await registry(app.pool, app.dsn).consumer(
+            ConsumerSpec("reader", "shared", (">",), (), 3, 30_000)
+        )
     # the table got the column conversion needs, and a contract-only insert still works
     await db.execute(
         f"""INSERT INTO "kanthorq_{stream_id}" (id, subject, body, metadata, created_at)

@@ -21,7 +21,8 @@ from kanthorq.sqlfiles import (
     stream_names,
     task_names,
 )
-from kanthorq.store import ConsumerSpec, Registry
+from kanthorq.store import ConsumerSpec
+from tests.conftest import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERIES = sorted(p.stem for p in (ROOT / "sql" / "queries").glob("*.sql"))
@@ -183,8 +184,8 @@ async def test_every_rendered_query_is_valid_sql(dsn: str, db: asyncpg.Connectio
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     assert pool is not None
     try:
-        registry = Registry(pool)
-        queries = await registry.consumer(
+        reg = registry(pool, dsn)
+        queries = await reg.consumer(
             ConsumerSpec(
                 name="checker",
                 stream="checked",

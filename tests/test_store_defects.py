@@ -16,8 +16,8 @@ import kanthorq
 from kanthorq import TaskState
 from kanthorq.completer import Completer
 from kanthorq.ids import new_id
-from kanthorq.store import ConsumerQueries, ConsumerSpec, Registry
-from tests.conftest import Running, stream_table, task_states, task_table, wait_until
+from kanthorq.store import ConsumerQueries, ConsumerSpec
+from tests.conftest import Running, registry, stream_table, task_states, task_table, wait_until
 
 AppFactory = Callable[..., kanthorq.App]
 Starter = Callable[..., Awaitable[Running]]
@@ -132,9 +132,9 @@ async def _all_completed(db: asyncpg.Connection, n: int) -> bool:
 
 
 async def test_task_metadata_and_errors_that_cannot_be_decoded_do_not_abort_a_claim(
-    pool: asyncpg.Pool, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+    pool: asyncpg.Pool, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture, dsn: str
 ) -> None:
-    queries = await Registry(pool).consumer(SPEC)
+    queries = await registry(pool, dsn).consumer(SPEC)
     odd = await insert_event(db)
     fine = await insert_event(db, metadata='{"ok": 1}')
     await converted(queries, pool, 2)
@@ -175,9 +175,9 @@ async def test_task_metadata_and_errors_that_cannot_be_decoded_do_not_abort_a_cl
 
 
 async def test_a_stale_and_the_current_attempt_in_one_batch(
-    pool: asyncpg.Pool, db: asyncpg.Connection
+    pool: asyncpg.Pool, db: asyncpg.Connection, dsn: str
 ) -> None:
-    queries = await Registry(pool).consumer(SPEC)
+    queries = await registry(pool, dsn).consumer(SPEC)
     event_id = await insert_event(db)
     await converted(queries, pool, 1)
 
@@ -185,7 +185,7 @@ async def test_a_stale_and_the_current_attempt_in_one_batch(
     assert [(c.task.event_id, c.task.attempt_count) for c in first] == [(event_id, 1)]
     tasks = await task_table(db, "c")
     await db.execute(f"UPDATE {tasks} SET attempted_at = attempted_at - 3600000")
-    assert await queries.rescue(pool, SPEC.attempt_max, SPEC.visibility_timeout_ms) == (1, [])
+    assert await queries.rescue(pool, SPEC.attempt_max) == (1, [])
     second = await queries.claim(pool, 10)
     assert [(c.task.event_id, c.task.attempt_count) for c in second] == [(event_id, 2)]
 
@@ -203,9 +203,9 @@ async def test_a_stale_and_the_current_attempt_in_one_batch(
 
 
 async def test_complete_returns_the_attempts_that_changed(
-    pool: asyncpg.Pool, db: asyncpg.Connection
+    pool: asyncpg.Pool, db: asyncpg.Connection, dsn: str
 ) -> None:
-    queries = await Registry(pool).consumer(SPEC)
+    queries = await registry(pool, dsn).consumer(SPEC)
     event_id = await insert_event(db)
     await converted(queries, pool, 1)
     [claimed] = await queries.claim(pool, 10)
@@ -222,7 +222,7 @@ async def test_complete_returns_the_attempts_that_changed(
 async def test_registering_a_consumer_does_not_wait_for_a_transaction_on_its_tasks(
     pool: asyncpg.Pool, dsn: str, db: asyncpg.Connection
 ) -> None:
-    first = await Registry(pool).consumer(SPEC)
+    first = await registry(pool, dsn).consumer(SPEC)
     event_id = await insert_event(db)
     await converted(first, pool, 1)
     tasks = await task_table(db, "c")
@@ -234,7 +234,7 @@ async def test_registering_a_consumer_does_not_wait_for_a_transaction_on_its_tas
             )
             assert updated == "UPDATE 1"
             # another process starting: a fresh registry, nothing cached
-            queries = await asyncio.wait_for(Registry(pool).consumer(SPEC), 5)
+            queries = await asyncio.wait_for(registry(pool, dsn).consumer(SPEC), 5)
             assert queries.consumer_id == first.consumer_id
             # and the claims of the other workers do not queue behind it
             async with pool.acquire() as conn:
@@ -295,9 +295,9 @@ async def test_an_app_starts_while_a_handler_holds_its_ack_transaction(
 
 
 async def test_a_dropped_index_or_table_comes_back_on_the_next_registration(
-    pool: asyncpg.Pool, db: asyncpg.Connection
+    pool: asyncpg.Pool, db: asyncpg.Connection, dsn: str
 ) -> None:
-    queries = await Registry(pool).consumer(SPEC)
+    queries = await registry(pool, dsn).consumer(SPEC)
     tasks = await task_table(db, "c")
     stream = await stream_table(db)
     task_indexes = [tasks[:-1] + suffix + '"' for suffix in ("_state", "_ready", "_running")]
@@ -307,7 +307,7 @@ async def test_a_dropped_index_or_table_comes_back_on_the_next_registration(
 
     await db.execute(f"DROP INDEX {task_indexes[1]}")
     await db.execute(f"DROP INDEX {stream_index}")
-    again = await Registry(pool).consumer(SPEC)
+    again = await registry(pool, dsn).consumer(SPEC)
     assert again.consumer_id == queries.consumer_id
     for name in [*task_indexes, stream_index]:
         assert await index_exists(db, name), name
@@ -315,7 +315,7 @@ async def test_a_dropped_index_or_table_comes_back_on_the_next_registration(
     # a stream table without its txid column (another client made it) gets it back
     await db.execute(f"ALTER TABLE {stream} DROP COLUMN txid")
     assert not await index_exists(db, stream_index)  # dropped with its column
-    await Registry(pool).consumer(SPEC)
+    await registry(pool, dsn).consumer(SPEC)
     assert await index_exists(db, stream_index)
     assert await db.fetchval(
         "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) "
@@ -325,7 +325,7 @@ async def test_a_dropped_index_or_table_comes_back_on_the_next_registration(
 
     # and a task table that is gone entirely
     await db.execute(f"DROP TABLE {tasks}")
-    await Registry(pool).consumer(SPEC)
+    await registry(pool, dsn).consumer(SPEC)
     for name in [tasks, *task_indexes]:
         assert await index_exists(db, name), name
     event_id = await insert_event(db)

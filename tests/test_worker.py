@@ -18,6 +18,7 @@ from kanthorq import TaskState
 from kanthorq.database import DB_ERRORS
 from tests.conftest import (
     Running,
+    age_running,
     stream_table,
     task_row,
     task_states,
@@ -447,10 +448,7 @@ async def test_ack_in_a_rolled_back_transaction_leaves_the_task_running_until_re
     assert await db.fetchval("SELECT count(*) FROM business WHERE event_id = $1", event_id) == 0
 
     # past the visibility timeout, the task is rescued and run again
-    table = await task_table(db, "c")
-    await db.execute(
-        f"UPDATE {table} SET attempted_at = attempted_at - 60000 WHERE event_id = $1", event_id
-    )
+    await age_running(db, "c", 60_000, event_id)
     row = await wait_state(db, "c", event_id, TaskState.COMPLETED)
     assert row["attempt_count"] == 2
     assert attempts == [1, 1, 2]  # ours, the sentinel's, ours again
@@ -831,8 +829,7 @@ async def test_rescue_discards_a_task_whose_attempts_are_used_up(
     await start_app(app)
     event_id = await app.publish("a.b")
     await wait_until(lambda: attempts == [1])
-    table = await task_table(db, "c")
-    await db.execute(f"UPDATE {table} SET attempted_at = attempted_at - 60000")
+    await age_running(db, "c", 60_000)
     row = await wait_state(db, "c", event_id, TaskState.DISCARDED)
     assert "visibility timeout" in errors_of(row)[-1]["error"]
     gate.set()  # the stalled handler returns late: its completion is fenced off

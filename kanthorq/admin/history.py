@@ -41,17 +41,17 @@ class History(AdminBase):
         result = Changed()
         async with self.pool.acquire() as conn, conn.transaction():
             if since_ms is not None:
-                start = event_id_at(since_ms)
+                start = first = event_id_at(since_ms)
                 txid = await conn.fetchval(f"SELECT min(txid) FROM {stream} WHERE id >= $1", start)
                 reason = "no event at or after that time"
             else:
-                start = ""
+                start, first = "", str(event_id)
                 txid = await conn.fetchval(f"SELECT txid FROM {stream} WHERE id = $1", event_id)
                 reason = "event not found"
             if txid is None:
                 result.skip(reason)
                 return result
-            moved = await conn.fetchrow(load("admin_replay"), info.name, str(txid), start)
+            moved = await conn.fetchrow(load("admin_replay"), info.name, str(txid), start, first)
             if moved is None:
                 result.skip("cursor already at or before that point")
                 return result

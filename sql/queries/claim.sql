@@ -1,5 +1,7 @@
 -- Claim up to $1 runnable tasks, oldest schedule first, and return them with their events.
--- The claim counts an attempt: acks, nacks and cancels are fenced on that count.
+-- The claim counts an attempt: acks, nacks and cancels are fenced on that count. Its
+-- deadline is now + $2 (the claiming worker's visibility timeout, ms): rescues read it, so
+-- workers with other settings leave the attempt alone until then.
 WITH ready AS (
     SELECT t.event_id
     FROM {{tasks}} AS t
@@ -13,6 +15,7 @@ claimed AS (
     SET state = 2,
         attempt_count = t.attempt_count + 1,
         attempted_at = kanthorq_now_ms(),
+        deadline_at = kanthorq_now_ms() + $2::BIGINT,
         updated_at = kanthorq_now_ms()
     FROM ready
     WHERE t.event_id = ready.event_id

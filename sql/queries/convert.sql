@@ -1,47 +1,38 @@
 -- Turn the stream's new matching events into tasks, in one statement, and claim at once up
 -- to $3 of those that can run now (the converting worker's free handler slots).
--- $1 consumer name, $2 how many events to scan at most, $3 how many tasks to claim at most.
+-- $1 consumer name, $2 how many events to scan at most, $3 how many tasks to claim at most,
+-- $4 the claiming worker's visibility timeout (ms): a claimed task's deadline is now + $4.
 --
--- Events are read in (txid, id) order, and only those of transactions older than the
--- horizon: the oldest transaction of this database still running when the statement's
--- snapshot was taken (or the snapshot's xmax when none is). A transaction that commits
+-- Events are read in (txid, id) order, and only those of transactions below the horizon
+-- (kanthorq_horizon(): every transaction below it has finished). A transaction that commits
 -- late therefore cannot have its events skipped: the cursor never passes a transaction
--- that may still commit. Running transactions of other databases cannot write to this
--- stream and do not hold it back; a running transaction whose database is unknown does.
--- The consumer row is locked with SKIP LOCKED so one worker converts at a time; the others
--- get locked = false.
+-- that may still commit. The consumer row is locked with SKIP LOCKED so one worker converts
+-- at a time; the others get locked = false.
+--
+-- The position is (cursor_txid, cursor) while txid_cursor = cursor. When they differ,
+-- another client (KanthorQ for Go, which moves only cursor) has converted since: nothing is
+-- scanned, and takeover = true asks the caller to run takeover.sql first. Events that such a
+-- client converted before a takeover (skip_id, skip_txid) are not converted again.
 --
 -- The result is one row per claimed task (with its event, as claim.sql returns it), or a
 -- single row with a NULL event_id when none was claimed; the counts repeat on every row.
 WITH consumer AS (
-    SELECT cursor, cursor_txid,
+    SELECT cursor, cursor_txid, txid_cursor = cursor AS coherent, skip_id, skip_txid,
            ARRAY(SELECT kanthorq_subject_regex(p) FROM unnest(subject_includes) AS p) AS includes,
            ARRAY(SELECT kanthorq_subject_regex(p) FROM unnest(subject_excludes) AS p) AS excludes
     FROM kanthorq_consumer_registry
     WHERE name = $1
     FOR UPDATE SKIP LOCKED
 ),
-horizon AS (
-    SELECT coalesce(
-        (
-            SELECT min(x)
-            FROM pg_snapshot_xip(pg_current_snapshot()) AS x
-            WHERE NOT EXISTS (
-                SELECT 1
-                FROM pg_stat_get_activity(NULL) AS a
-                WHERE a.backend_xid = xid(x)
-                  AND a.datid <> (SELECT oid FROM pg_database WHERE datname = current_database())
-            )
-        ),
-        pg_snapshot_xmax(pg_current_snapshot())
-    ) AS upto
-),
+horizon AS (SELECT kanthorq_horizon() AS upto),
 now AS (SELECT kanthorq_now_ms() AS ms),
 scanned AS (
     SELECT e.id, e.subject, e.txid, e.metadata -> 'kanthorq.schedule_at' AS schedule
     FROM {{stream}} AS e
-    WHERE (e.txid, e.id) > ((SELECT cursor_txid FROM consumer), (SELECT cursor FROM consumer))
+    WHERE (SELECT coherent FROM consumer)
+      AND (e.txid, e.id) > ((SELECT cursor_txid FROM consumer), (SELECT cursor FROM consumer))
       AND e.txid < (SELECT upto FROM horizon)
+      AND NOT (e.id <= (SELECT skip_id FROM consumer) AND e.txid < (SELECT skip_txid FROM consumer))
     ORDER BY e.txid, e.id
     LIMIT $2
 ),
@@ -64,16 +55,19 @@ matched AS (
 ),
 inserted AS (
     INSERT INTO {{tasks}} (
-        event_id, subject, state, schedule_at, attempt_count, attempted_at, created_at,
-        updated_at
+        event_id, subject, state, schedule_at, attempt_count, attempted_at, deadline_at,
+        created_at, updated_at
     )
     SELECT m.id, m.subject,
-           CASE WHEN m.due AND m.n <= $3 THEN 2 ELSE 1 END,
+           CASE WHEN claim.at_once THEN 2 ELSE 1 END,
            m.at,
-           CASE WHEN m.due AND m.n <= $3 THEN 1 ELSE 0 END,
-           CASE WHEN m.due AND m.n <= $3 THEN now.ms ELSE 0 END,
+           CASE WHEN claim.at_once THEN 1 ELSE 0 END,
+           CASE WHEN claim.at_once THEN now.ms ELSE 0 END,
+           CASE WHEN claim.at_once THEN now.ms + $4::BIGINT ELSE 0 END,
            now.ms, now.ms
-    FROM matched AS m CROSS JOIN now
+    FROM matched AS m
+    CROSS JOIN now
+    CROSS JOIN LATERAL (SELECT m.due AND m.n <= $3 AS at_once) AS claim
     ORDER BY m.txid, m.id
     ON CONFLICT (event_id) DO NOTHING
     RETURNING *
@@ -83,7 +77,8 @@ last AS (
 ),
 moved AS (
     UPDATE kanthorq_consumer_registry AS r
-    SET cursor = last.id, cursor_txid = last.txid, updated_at = kanthorq_now_ms()
+    SET cursor = last.id, cursor_txid = last.txid, txid_cursor = last.id,
+        updated_at = kanthorq_now_ms()
     FROM last
     WHERE r.name = $1
     RETURNING 1
@@ -93,6 +88,7 @@ counts AS (
         (SELECT count(*) FROM scanned) AS scanned,
         (SELECT count(*) FROM inserted) AS inserted,
         EXISTS (SELECT 1 FROM consumer) AS locked,
+        EXISTS (SELECT 1 FROM consumer WHERE NOT coherent) AS takeover,
         -- not locked: another worker converts, unless the consumer is gone
         EXISTS (SELECT 1 FROM consumer)
             OR EXISTS (SELECT 1 FROM kanthorq_consumer_registry WHERE name = $1) AS registered,
@@ -115,8 +111,8 @@ claimed AS (
     LEFT JOIN {{stream}} AS e ON e.id = c.event_id
     WHERE c.state = 2
 )
-SELECT counts.scanned, counts.inserted, counts.locked, counts.registered, counts.waiting,
-       claimed.*
+SELECT counts.scanned, counts.inserted, counts.locked, counts.takeover, counts.registered,
+       counts.waiting, claimed.*
 FROM counts
 LEFT JOIN claimed ON TRUE
 ORDER BY claimed.event_id

@@ -4,9 +4,12 @@ UPDATE {{tasks}} AS t
 SET state = 102,
     schedule_at = kanthorq_now_ms(),
     attempt_count = t.attempt_count - 1,
-    -- the record ($3) is the same for all; each gets its own interrupted attempt number
+    deadline_at = 0,
+    -- the record ($3) is the same for all; each gets its own interrupted attempt number, and
+    -- the database's time
     attempted_error = array_append(
-        t.attempted_error, $3::JSONB || jsonb_build_object('attempt', a.attempt)
+        t.attempted_error,
+        $3::JSONB || jsonb_build_object('at', kanthorq_now_ms(), 'attempt', a.attempt)
     ),
     updated_at = kanthorq_now_ms()
 FROM unnest($1::TEXT[], $2::INT[]) AS a(event_id, attempt)

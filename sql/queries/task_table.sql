@@ -1,4 +1,8 @@
--- The task table of one consumer: at most one task per event.
+-- The task table of a new consumer: at most one task per event. KanthorQ for Go's columns,
+-- and deadline_at: when the running attempt's worker must have finished (ms; 0 when no
+-- worker of this package set one), which rescues read (sql/queries/rescue.sql). A task
+-- table that another client created gets the rest online: kanthorq/tables.py.
+-- Its indexes: task_index_*.sql.
 CREATE TABLE IF NOT EXISTS {{tasks}} (
     event_id        VARCHAR(64)  NOT NULL PRIMARY KEY,
     subject         VARCHAR(256) NOT NULL,
@@ -10,11 +14,6 @@ CREATE TABLE IF NOT EXISTS {{tasks}} (
     attempted_error JSONB[]      NOT NULL DEFAULT '{}',
     metadata        JSONB        NOT NULL DEFAULT '{}',
     created_at      BIGINT       NOT NULL DEFAULT kanthorq_now_ms(),
-    updated_at      BIGINT       NOT NULL DEFAULT 0
+    updated_at      BIGINT       NOT NULL DEFAULT kanthorq_now_ms(),
+    deadline_at     BIGINT       NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS {{tasks_state_idx}} ON {{tasks}} (state, schedule_at, event_id);
--- claims read this one: only the tasks that can run
-CREATE INDEX IF NOT EXISTS {{tasks_ready_idx}} ON {{tasks}} (schedule_at, event_id)
-    WHERE state IN (1, 102);
--- the rescue pass reads this one: only the running tasks
-CREATE INDEX IF NOT EXISTS {{tasks_running_idx}} ON {{tasks}} (attempted_at) WHERE state = 2;

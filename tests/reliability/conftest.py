@@ -185,10 +185,12 @@ async def age_running(
     conn: asyncpg.Connection, consumer: str, where: str, by_ms: int, *args: object
 ) -> int:
     """Move time forward for the running tasks matching ``where`` (its parameters start at
-    ``$2``): their claims happened ``by_ms`` earlier. Returns how many were moved."""
+    ``$2``): their claims happened ``by_ms`` earlier, and their deadlines are ``by_ms``
+    nearer. Returns how many were moved."""
     table = await task_table(conn, consumer)
     status = await conn.execute(
-        f"UPDATE {table} SET attempted_at = attempted_at - $1 WHERE state = 2 AND ({where})",
+        f"UPDATE {table} SET attempted_at = attempted_at - $1, deadline_at = deadline_at - $1 "
+        f"WHERE state = 2 AND ({where})",
         by_ms,
         *args,
     )

@@ -15,9 +15,9 @@ import kanthorq
 from kanthorq.errors import MAX_DELAY, InvalidSubject
 from kanthorq.ids import now_ms
 from kanthorq.policies import delay_for
-from kanthorq.store import ConsumerSpec, Registry
+from kanthorq.store import ConsumerSpec
 from kanthorq.subjects import selected, validate_filter, validate_subject
-from tests.conftest import task_table
+from tests.conftest import registry, task_table
 
 BIGINT_MAX = 2**63 - 1
 ATTEMPTS = st.integers(min_value=1, max_value=10**6)
@@ -182,7 +182,7 @@ async def test_conversion_takes_exactly_what_the_python_matcher_selects(
             attempt_max=1,
             visibility_timeout_ms=1000,
         )
-        queries = await Registry(app.pool).consumer(spec)
+        queries = await registry(app.pool, app.dsn).consumer(spec)
         converted = await queries.convert(app.pool, 1000)  # the engine's own statement
     assert converted.scanned == len(events)
     table = await task_table(db, consumer)

@@ -9,8 +9,8 @@ import asyncpg
 
 import kanthorq
 from kanthorq.ids import new_id
-from kanthorq.store import ConsumerQueries, ConsumerSpec, Registry
-from tests.conftest import task_table
+from kanthorq.store import ConsumerQueries, ConsumerSpec
+from tests.conftest import registry, task_table
 
 MARGIN = 1500  # ms on either side of the timeout, for the time the test itself takes
 
@@ -43,7 +43,9 @@ def cases(vt_ms: int, attempt_max: int) -> list[Case]:
     ]
 
 
-async def register(pool: asyncpg.Pool, name: str, vt_ms: int, attempt_max: int) -> ConsumerQueries:
+async def register(
+    pool: asyncpg.Pool, dsn: str, name: str, vt_ms: int, attempt_max: int
+) -> ConsumerQueries:
     spec = ConsumerSpec(
         name=name,
         stream="default",
@@ -52,7 +54,7 @@ async def register(pool: asyncpg.Pool, name: str, vt_ms: int, attempt_max: int) 
         attempt_max=attempt_max,
         visibility_timeout_ms=vt_ms,
     )
-    return await Registry(pool).consumer(spec)
+    return await registry(pool, dsn).consumer(spec)
 
 
 async def arrange(db: asyncpg.Connection, consumer: str, table_cases: list[Case]) -> dict[str, str]:
@@ -118,9 +120,9 @@ async def test_one_rescue_pass_moves_exactly_the_expired_tasks(
     app = kanthorq.App(dsn)
     async with app:
         consumers = {
-            "short": (10_000, 3, await register(app.pool, "short", 10_000, 3)),
+            "short": (10_000, 3, await register(app.pool, dsn, "short", 10_000, 3)),
             # its own, longer timeout: a 30 s old claim is still inside it
-            "long": (60_000, 5, await register(app.pool, "long", 60_000, 5)),
+            "long": (60_000, 5, await register(app.pool, dsn, "long", 60_000, 5)),
         }
         tables: dict[str, list[Case]] = {}
         for name, (vt_ms, attempt_max, _) in consumers.items():
@@ -140,8 +142,8 @@ async def test_one_rescue_pass_moves_exactly_the_expired_tasks(
             }
 
         results = {}
-        for name, (vt_ms, attempt_max, queries) in consumers.items():
-            results[name] = await queries.rescue(app.pool, attempt_max, vt_ms)
+        for name, (_, attempt_max, queries) in consumers.items():
+            results[name] = await queries.rescue(app.pool, attempt_max)
         passed_at = await db.fetchval("SELECT kanthorq_now_ms()")
 
     wrong: list[str] = []

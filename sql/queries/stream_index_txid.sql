@@ -1,0 +1,2 @@
+-- Conversion reads a stream in (txid, id) order.
+CREATE INDEX IF NOT EXISTS {{stream_txid_idx}} ON {{stream}} (txid, id)
