@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -96,24 +96,25 @@ class RetentionRunner:
             return False
 
     async def _apply(self) -> None:
-        now = datetime.now(UTC)
         for policy in self._policies:
             try:
-                await self._apply_policy(policy, now)
+                await self._apply_policy(policy)
             except (UnknownStream, UnknownConsumer) as exc:  # not created yet, or dropped
                 logger.debug("retention: stream %s: %s", policy.stream, exc)
 
-    async def _apply_policy(self, policy: RetentionPolicy, now: datetime) -> None:
+    async def _apply_policy(self, policy: RetentionPolicy) -> None:
+        # the ages count back from the database's clock, which wrote the times they compare
+        # with (finalized_at, created_at), never from this host's
         if policy.tasks is not None:
             for consumer in await self._admin.consumers(policy.stream):
                 pruned = await self._admin.prune_tasks(
-                    consumer.name, before=now - timedelta(seconds=policy.tasks)
+                    consumer.name, before=timedelta(seconds=policy.tasks)
                 )
                 if pruned.updated:
                     logger.info("retention: consumer %s: %s", consumer.name, pruned)
         if policy.events is not None:
             deleted = await self._admin.delete_events(
-                policy.stream, before=now - timedelta(seconds=policy.events), force=policy.force
+                policy.stream, before=timedelta(seconds=policy.events), force=policy.force
             )
             if deleted.updated:
                 logger.info("retention: stream %s: %s", policy.stream, deleted)

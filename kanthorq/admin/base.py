@@ -36,6 +36,11 @@ class ConsumerInfo:
     excludes: tuple[str, ...]
     cursor: str
     cursor_txid: str  # the transaction half of the cursor (xid8, as text)
+    # whether (cursor_txid, cursor) is the position; else another client (KanthorQ for Go)
+    # converts by cursor alone (see sql/queries/convert.sql)
+    coherent: bool
+    skip_id: str  # passed over since a takeover: ids up to skip_id ...
+    skip_txid: str  # ... of transactions below skip_txid
     attempt_max: int
     visibility_timeout_ms: int
 
@@ -54,6 +59,9 @@ def _consumer(row: asyncpg.Record) -> ConsumerInfo:
         excludes=tuple(row["subject_excludes"]),
         cursor=row["cursor"],
         cursor_txid=str(row["cursor_txid"]),
+        coherent=row["coherent"],
+        skip_id=row["skip_id"],
+        skip_txid=str(row["skip_txid"]),
         attempt_max=row["attempt_max"],
         visibility_timeout_ms=row["visibility_timeout"],
     )

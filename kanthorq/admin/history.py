@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from kanthorq.admin.base import AdminBase, ConsumerInfo
 from kanthorq.admin.results import Changed
-from kanthorq.checks import aware_ms
+from kanthorq.checks import moment
 from kanthorq.database import Conn
 from kanthorq.errors import ConfigError
 from kanthorq.ids import event_id_at
@@ -25,18 +25,23 @@ class History(AdminBase):
     """``replay``, ``drop_consumer`` and ``drop_stream``."""
 
     async def replay(
-        self, consumer: str, *, since: datetime | None = None, event_id: str | None = None
+        self,
+        consumer: str,
+        *,
+        since: datetime | timedelta | None = None,
+        event_id: str | None = None,
     ) -> Changed:
         """Move the consumer's cursor back so it converts the stream again from ``since`` (an
-        aware datetime) or from the transaction that wrote ``event_id``. Events that already
-        have a task get no second one. A cursor that is already at or before that point is
-        left alone: a replay never skips events."""
+        aware datetime, or an age by the database's clock) or from the transaction that wrote
+        ``event_id``. Events that already have a task get no second one. A cursor that is
+        already at or before that point is left alone: a replay never skips events."""
         if (since is None) == (event_id is None):
             raise ConfigError("give since= or event_id=, one of them")
-        since_ms = None if since is None else max(aware_ms(since, "since"), 0)
+        when = None if since is None else moment(since, "since")
         if event_id is not None and (not isinstance(event_id, str) or not 0 < len(event_id) <= 64):
             raise ConfigError(f"not an event id: {event_id!r}")
         info = await self.consumer(consumer)
+        since_ms = None if when is None else max(await when.resolve(self.pool), 0)
         stream = stream_names(info.stream_id)["stream"]
         result = Changed()
         async with self.pool.acquire() as conn, conn.transaction():

@@ -39,11 +39,24 @@ def _decoded(text: str | None) -> Any:
     return value if ok else text
 
 
+def _error_record(value: dict[str, Any]) -> dict[str, Any]:
+    """An error record in this package's shape ``{at, attempt, error, traceback}``. KanthorQ
+    for Go writes ``{at, error, stack}``: its stack is the traceback, it records no attempt
+    number (None), and ``client`` says where the record came from."""
+    if "stack" not in value or "traceback" in value:
+        return value
+    record = {k: v for k, v in value.items() if k != "stack"}
+    record["traceback"] = value["stack"]
+    record.setdefault("attempt", None)
+    record["client"] = "go"
+    return record
+
+
 def _error_records(raw: list[str] | None) -> list[dict[str, Any]]:
     records = []
     for text in raw or ():
         value = _decoded(text)
-        records.append(value if isinstance(value, dict) else {"raw": text})
+        records.append(_error_record(value) if isinstance(value, dict) else {"raw": text})
     return records
 
 

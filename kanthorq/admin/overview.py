@@ -107,20 +107,16 @@ class OverviewReader:
         the limit; beyond it, the planner's estimate of the events past the cursor, and the
         lag in the proportion the counted events matched."""
         stream_id = row["stream_id"]
-        if has_txid:
+        filters = [list(row["subject_includes"]), list(row["subject_excludes"])]
+        if has_txid and row["coherent"]:
             counting = render("inspect_lag", stream_id=stream_id)
             estimating = render("inspect_lag_estimate", stream_id=stream_id)
-        else:
+            filters += [row["skip_id"], row["skip_txid"]]
+        else:  # another client converts it by its cursor alone, or the stream lacks txid
             counting = render("inspect_lag_by_id", stream_id=stream_id)
             estimating = render("inspect_lag_by_id_estimate", stream_id=stream_id)
         cursor = (row["cursor_txid"], row["cursor"])
-        found = await self._conn.fetchrow(
-            counting,
-            *cursor,
-            self._limit,
-            list(row["subject_includes"]),
-            list(row["subject_excludes"]),
-        )
+        found = await self._conn.fetchrow(counting, *cursor, self._limit, *filters)
         assert found is not None
         scanned: int = found["scanned"]
         matched: int = found["matched"]

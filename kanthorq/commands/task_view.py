@@ -159,8 +159,12 @@ def _errors(task: TaskDetail, now: int) -> list[str]:
     for number, record in enumerate(task.errors, 1):
         at = record.get("at")
         when = moment(at, now) if isinstance(at, int) and not isinstance(at, bool) else "?"
-        lines.append(f"  #{number}  attempt {record.get('attempt', '?')}  at {when}")
-        known = {"at", "attempt", "error", "traceback"}
+        if record.get("client") == "go":
+            attempt = "not numbered (a KanthorQ for Go record)"
+        else:
+            attempt = str(record.get("attempt", "?"))
+        lines.append(f"  #{number}  attempt {attempt}  at {when}")
+        known = {"at", "attempt", "error", "traceback", "client"}
         message = record.get("error", record.get("raw"))
         if message is not None:
             lines.append(_indent(safe_text(str(message)), "      "))
@@ -191,6 +195,10 @@ def _event(event: EventView | None, now: int) -> list[str]:
 
 
 def _attempts(task: TaskDetail) -> str:
+    if task.attempts == 0 and (task.errors or task.finalized_at):
+        # it ran (it is finalized, or failed) with no attempt counted: a client that does
+        # not count them ran it (the KanthorQ for Go library)
+        return f"0 of {task.attempt_max} (not counted by the Go library)"
     used = f"{task.attempts_used} of {task.attempt_max}"
     if task.attempts == task.attempts_used:
         return used

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -34,8 +34,9 @@ def age(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
-def before(text: str) -> datetime:
-    """A point in the past: an ISO 8601 time, or an age (``7d`` is seven days ago)."""
+def before(text: str) -> datetime | timedelta:
+    """A point in the past: an ISO 8601 time, or an age (``7d`` is seven days ago; counted
+    back from the database's clock, not this host's)."""
     if _AGE.fullmatch(text.strip()):
-        return datetime.now(UTC) - timedelta(seconds=age(text))
+        return timedelta(seconds=age(text))
     return instant(text)

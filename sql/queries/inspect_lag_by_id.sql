@@ -1,5 +1,6 @@
--- inspect_lag for a stream without the txid column (created by another client, not yet
--- converted by this package): past the cursor in id order. $1 is unused.
+-- inspect_lag by id alone: for a consumer that another client (KanthorQ for Go) converts,
+-- whose position is its cursor alone, or a stream without the txid column (created by
+-- another client, not yet read by a consumer of this package). $1 is unused.
 WITH scanned AS (
     SELECT e.subject
     FROM {{stream}} AS e
