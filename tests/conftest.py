@@ -71,6 +71,21 @@ async def fresh_database(server_dsn: str, template: str) -> AsyncIterator[str]:
         await admin.close()
 
 
+@asynccontextmanager
+async def scratch_database(server_dsn: str) -> AsyncIterator[str]:
+    """An empty database (no migrations), dropped afterwards."""
+    name = f"kq_scratch_{os.getpid()}_{next(_counter)}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        try:
+            yield with_database(server_dsn, name)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 @pytest.fixture
 async def dsn(server_dsn: str, template_db: str) -> AsyncIterator[str]:
     """A migrated database of its own for this test."""

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -18,24 +16,7 @@ from kanthorq import migrate
 from kanthorq.errors import SchemaNotReady
 from kanthorq.sqlfiles import migrations
 from kanthorq.store import ConsumerSpec
-from tests.conftest import registry, with_database
-
-_counter = itertools.count()
-
-
-@asynccontextmanager
-async def scratch_database(server_dsn: str) -> AsyncIterator[str]:
-    """An empty database (no migrations), dropped afterwards."""
-    name = f"kq_mig_{os.getpid()}_{next(_counter)}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-        try:
-            yield with_database(server_dsn, name)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+from tests.conftest import registry, scratch_database
 
 
 @pytest.fixture

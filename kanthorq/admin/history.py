@@ -42,30 +42,74 @@ class History(AdminBase):
             raise ConfigError(f"not an event id: {event_id!r}")
         info = await self.consumer(consumer)
         since_ms = None if when is None else max(await when.resolve(self.pool), 0)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if info.coherent:
+                result = await self._replay_position(conn, info, since_ms, event_id)
+            else:
+                result = await self._replay_cursor(conn, info, since_ms, event_id)
+            if result.updated:
+                await conn.execute("SELECT pg_notify($1, '')", channel(info.stream_id))
+        return result
+
+    @staticmethod
+    async def _replay_position(
+        conn: Conn, info: ConsumerInfo, since_ms: int | None, event_id: str | None
+    ) -> Changed:
+        """Replay in (txid, id) order: from the first transaction holding an event at or
+        after that time, or from the transaction that wrote the event."""
         stream = stream_names(info.stream_id)["stream"]
         result = Changed()
-        async with self.pool.acquire() as conn, conn.transaction():
-            if since_ms is not None:
-                start = first = event_id_at(since_ms)
-                txid = await conn.fetchval(f"SELECT min(txid) FROM {stream} WHERE id >= $1", start)
-                reason = "no event at or after that time"
-            else:
-                start, first = "", str(event_id)
-                txid = await conn.fetchval(f"SELECT txid FROM {stream} WHERE id = $1", event_id)
-                reason = "event not found"
-            if txid is None:
-                result.skip(reason)
+        if since_ms is not None:
+            start = event_id_at(since_ms)
+            txid = await conn.fetchval(f"SELECT min(txid) FROM {stream} WHERE id >= $1", start)
+            reason = "no event at or after that time"
+        else:
+            start = ""
+            txid = await conn.fetchval(f"SELECT txid FROM {stream} WHERE id = $1", event_id)
+            reason = "event not found"
+        if txid is None:
+            result.skip(reason)
+            return result
+        moved = await conn.fetchrow(load("admin_replay"), info.name, str(txid), start)
+        if moved is None:
+            result.skip("cursor already at or before that point")
+            return result
+        result.updated = 1
+        result.details = {
+            "cursor_before": [moved["old_txid"], moved["old_cursor"]],
+            "cursor_after": [str(txid), start],
+        }
+        return result
+
+    @staticmethod
+    async def _replay_cursor(
+        conn: Conn, info: ConsumerInfo, since_ms: int | None, event_id: str | None
+    ) -> Changed:
+        """Replay for a consumer another client converts by its cursor alone (KanthorQ for
+        Go reads the events whose ids sort after it): the cursor moves to just before the
+        first event replayed, and stays that client's."""
+        stream = stream_names(info.stream_id)["stream"]
+        result = Changed()
+        if since_ms is not None:
+            cursor = event_id_at(since_ms)
+            found = f"SELECT EXISTS (SELECT 1 FROM {stream} WHERE id >= $1)"
+            if not await conn.fetchval(found, cursor):
+                result.skip("no event at or after that time")
                 return result
-            moved = await conn.fetchrow(load("admin_replay"), info.name, str(txid), start, first)
-            if moved is None:
-                result.skip("cursor already at or before that point")
+        else:
+            if not await conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {stream} WHERE id = $1)", event_id
+            ):
+                result.skip("event not found")
                 return result
-            result.updated = 1
-            result.details = {
-                "cursor_before": [moved["old_txid"], moved["old_cursor"]],
-                "cursor_after": [str(txid), start],
-            }
-            await conn.execute("SELECT pg_notify($1, '')", channel(info.stream_id))
+            before = await conn.fetchval(f"SELECT max(id) FROM {stream} WHERE id < $1", event_id)
+            cursor = before or ""
+        moved = await conn.fetchrow(load("admin_replay_cursor"), info.name, cursor)
+        if moved is None:
+            result.skip("cursor already at or before that point")
+            return result
+        result.updated = 1
+        result.details = {"cursor_before": moved["old_cursor"], "cursor_after": cursor}
         return result
 
     async def drop_consumer(self, consumer: str, *, confirm: bool = False) -> Changed:
