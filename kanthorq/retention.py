@@ -86,6 +86,7 @@ class RetentionRunner:
                 try:
                     await self._apply()
                     self.passes += 1
+                    logger.debug("retention: pass %d done", self.passes)
                     return True
                 finally:
                     await asyncio.shield(

@@ -62,7 +62,10 @@ app = kanthorq.App(
     poll_interval=float(E.get("KQ_POLL", "0.5")),
     shutdown_timeout=float(E.get("KQ_SHUTDOWN", "5")),
     pool_size=int(E.get("KQ_POOL", "10")),
+    retention_interval=float(E.get("KQ_RETENTION_INTERVAL", "600")),
 )
+if E.get("KQ_RETAIN_TASKS"):
+    app.retain(tasks=float(E["KQ_RETAIN_TASKS"]))
 SLEEP_MS = float(E.get("KQ_SLEEP_MS", "0"))
 LONG_MS = float(E.get("KQ_LONG_MS", "0"))
 RECORD_START = E.get("KQ_STARTED", "1") == "1"
@@ -199,6 +202,31 @@ async def age_running(
 
 # ---- worker processes ------------------------------------------------------------------
 
+FAKETIME_LIBS = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/faketime/libfaketimeMT.so.1",
+)
+
+
+def faketime_lib() -> str | None:
+    """libfaketime (Debian's package ``faketime``), which moves a process's wall clock."""
+    return next((lib for lib in FAKETIME_LIBS if os.path.exists(lib)), None)
+
+
+needs_faketime = pytest.mark.skipif(
+    faketime_lib() is None,
+    reason="libfaketime is not installed (Debian: apt-get install faketime); .ci/run installs it",
+)
+
+
+def skewed_clock(offset: str) -> dict[str, str]:
+    """The environment that runs a process with its wall clock ``offset`` away (``+10m``):
+    a host whose clock is wrong. Its monotonic clock is left alone."""
+    lib = faketime_lib()
+    assert lib is not None, "libfaketime is not installed"
+    return {"LD_PRELOAD": lib, "FAKETIME": offset, "DONT_FAKE_MONOTONIC": "1"}
+
 
 # Runs the worker through a launcher that first asks Linux to kill it when the test process
 # dies (PR_SET_PDEATHSIG survives the exec), so a test run that is itself killed (a CI
@@ -254,10 +282,15 @@ class Workers:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "rel_app.py").write_text(textwrap.dedent(WORKER_APP))
 
-    def spawn(self, dsn: str, *, log_level: str = "INFO", **knobs: object) -> Worker:
+    def spawn(
+        self, dsn: str, *, log_level: str = "INFO", clock: str | None = None, **knobs: object
+    ) -> Worker:
+        """``clock``: the process's wall clock offset (libfaketime's ``+10m``, ``-10m``)."""
         env = dict(os.environ)
         env.pop("KANTHORQ_DSN", None)
         env.update({f"KQ_{k.upper()}": str(v) for k, v in knobs.items()})
+        if clock is not None:
+            env.update(skewed_clock(clock))
         name = f"w{len(self.started)}"
         log = self.folder / f"{name}.log"
         with log.open("wb") as out:
