@@ -21,6 +21,7 @@ from asyncpg.pool import PoolConnectionProxy
 from kanthorq.errors import ConfigError, ConnectionFailed
 
 ENV_DSN = "KANTHORQ_DSN"
+DEFAULT_STATEMENT_CACHE_SIZE = 100
 # a connection of ours or of the caller: plain, or borrowed from an asyncpg pool
 Conn = asyncpg.Connection | PoolConnectionProxy
 _SCHEMES = ("postgres", "postgresql")
@@ -68,6 +69,23 @@ def resolve_dsn(dsn: str | None) -> str | None:
     if dsn is not None:
         return dsn
     return os.environ.get(ENV_DSN) or None
+
+
+def quote_literal(text: str) -> str:
+    """``text`` as a SQL string literal (standard_conforming_strings is on since 9.1)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def notify_sql(channel: str) -> str:
+    """One simple-query string that sends a notification on ``channel`` in a transaction of
+    its own, without waiting for the WAL flush: one round trip, and it works through a
+    transaction pooler (a startup parameter would be refused there, and a session setting
+    would leak to other clients). A wake-up is a hint: one lost in a crash only costs the
+    poll's latency."""
+    return (
+        "BEGIN; SET LOCAL synchronous_commit TO off; "
+        f"SELECT pg_notify({quote_literal(channel)}, ''); COMMIT"
+    )
 
 
 # What a statement raises when the server or the connection fails. asyncpg raises
