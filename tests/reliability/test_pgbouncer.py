@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
 
 import kanthorq
+from kanthorq.publisher import channel
 from kanthorq.sqlfiles import migrations
-from tests.conftest import with_database
+from tests.conftest import Running, wait_until, with_database
 from tests.reliability import pgbouncer
 from tests.reliability.pgbouncer import Bouncer
 
@@ -26,7 +30,10 @@ pytestmark = pytest.mark.skipif(
     reason="PgBouncer is not installed (Debian: apt-get install pgbouncer); CI installs it",
 )
 
+Starter = Callable[..., Awaitable[Running]]
 OPENS = 24
+PUBLISHES = 200
+REFUSED = "unsupported startup parameter"
 _counter = itertools.count()
 
 
@@ -99,3 +106,145 @@ async def test_concurrent_opens_on_a_fresh_database_all_finish(
             assert held == 0
         finally:
             await direct.close()
+
+
+# ---- item 9: the notifier through a transaction pooler ------------------------------------
+
+
+def kanthorq_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.name.startswith("kanthorq") and r.levelno >= logging.WARNING
+    ]
+
+
+async def test_publishing_notifies_through_pgbouncer_without_warnings(
+    dsn: str, bouncer: Bouncer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="kanthorq")
+    direct = await asyncpg.connect(dsn)
+    heard: list[str] = []
+    try:
+        app = kanthorq.App(bouncer.dsn(database_of(dsn)), statement_cache_size=0)
+        async with app:
+            await app.publish("a.b", b"first")  # registers the stream
+            stream_id = await direct.fetchval(
+                "SELECT id FROM kanthorq_stream_registry WHERE name = 'default'"
+            )
+            await direct.add_listener(channel(stream_id), lambda *args: heard.append(args[2]))
+            for n in range(PUBLISHES - 1):
+                await app.publish("a.b", str(n).encode())
+        # every notification was sent through PgBouncer (and arrives, coalesced)
+        await wait_until(lambda: heard, timeout=10)
+    finally:
+        await direct.close()
+    assert kanthorq_warnings(caplog) == []
+    assert REFUSED not in bouncer.output()
+
+
+# ---- item 10: wake-ups behind a transaction pooler ----------------------------------------
+
+
+def app_through(
+    bouncer: Bouncer, dsn: str, **options: object
+) -> tuple[kanthorq.App, dict[str, float]]:
+    """An app on ``dsn`` through PgBouncer, whose handler notes when each event ran."""
+    app = kanthorq.App(
+        bouncer.dsn(database_of(dsn)), statement_cache_size=0, shutdown_timeout=5, **options
+    )
+    seen: dict[str, float] = {}
+
+    @app.subscribe("a.>", consumer="c")
+    async def handle(msg: kanthorq.Message) -> None:
+        seen[msg.event.id] = time.monotonic()
+
+    return app, seen
+
+
+@pytest.mark.timeout(90)
+async def test_with_a_direct_listen_dsn_a_notification_wakes_the_worker(
+    dsn: str, bouncer: Bouncer, start_app: Starter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="kanthorq")
+    poll = 30.0  # far longer than the waits below: only a notification can wake the worker
+    app, seen = app_through(bouncer, dsn, listen_dsn=dsn, poll_interval=poll)
+    await start_app(app)
+    listener = app.listener
+    assert listener is not None
+    await wait_until(lambda: listener.notifications_work is not None, timeout=15)
+    assert listener.notifications_work is True
+    # the first event may meet the worker's first poll; the next ones only a wake-up
+    for _ in range(3):
+        event_id = await app.publish("a.b", b"x")
+        await wait_until(lambda event_id=event_id: event_id in seen, timeout=poll / 3)
+    assert kanthorq_warnings(caplog) == []
+
+
+@pytest.mark.timeout(90)
+async def test_without_listen_dsn_one_warning_names_the_fallback_and_polling_works(
+    dsn: str, bouncer: Bouncer, start_app: Starter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="kanthorq")
+    app, seen = app_through(bouncer, dsn, poll_interval=0.5)
+    running = await start_app(app)
+    assert app.listener is not None
+    assert app.listener.connected.is_set()  # the workers did not wait for the probe
+    await wait_until(lambda: kanthorq_warnings(caplog), timeout=20)
+    ids = [await app.publish("a.b", str(n).encode()) for n in range(5)]
+    await wait_until(lambda: all(i in seen for i in ids), timeout=20)  # by polling
+    await running.stop()
+    warned = kanthorq_warnings(caplog)
+    assert len(warned) == 1, warned
+    assert warned[0].startswith("kanthorq.listener: ")
+    for needle in ("does not receive notifications", "polling every 0.5s", "listen_dsn"):
+        assert needle in warned[0]
+    assert "KANTHORQ_LISTEN_DSN" in warned[0]
+    assert app.listener.notifications_work is False
+
+
+async def kanthorq_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kanthorq",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in {**os.environ, **(env or {})}.items() if k != "KANTHORQ_DSN"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.timeout(120)
+async def test_cli_pub_and_show_work_through_pgbouncer(dsn: str, bouncer: Bouncer) -> None:
+    through = bouncer.dsn(database_of(dsn))
+    # another client, with prepared statements, leaves them on the shared server connections
+    await kanthorq_cli("pub", "a.b", "x", "--dsn", through)
+    published = 0
+    for how in ([], ["--statement-cache-size", "0"]):
+        env = {} if how else {"KANTHORQ_STATEMENT_CACHE_SIZE": "0"}
+        for n in range(3):
+            code, out, err = await kanthorq_cli(
+                "pub", "a.b", str(n), "--dsn", through, *how, env=env
+            )
+            assert code == 0, err
+            assert out.startswith("event_")
+            published += 1
+        code, out, err = await kanthorq_cli("show", "--dsn", through, *how, env=env)
+        assert code == 0, err
+        assert "default" in out
+    direct = await asyncpg.connect(dsn)
+    try:
+        stream_id = await direct.fetchval(
+            "SELECT id FROM kanthorq_stream_registry WHERE name = 'default'"
+        )
+        count = await direct.fetchval(
+            f"SELECT count(*) FROM kanthorq_{stream_id} WHERE body <> 'x'"
+        )
+    finally:
+        await direct.close()
+    assert count == published
