@@ -23,6 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from kanthorq.errors import ConfigError, ConnectionFailed
+from kanthorq.publish_errors import note_connect_failure
 
 ENV_DSN = "KANTHORQ_DSN"
 ENV_LISTEN_DSN = "KANTHORQ_LISTEN_DSN"
@@ -187,6 +188,16 @@ async def _reset_nothing(conn: asyncpg.Connection) -> None:
     """For a pool only kanthorq uses: nothing changes session state, nothing to reset."""
 
 
+async def _pool_connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """How the pools open a connection: asyncpg's own, noting a failure for the publish
+    that may be waiting for it (a failure to connect surely wrote nothing)."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except BaseException as exc:
+        note_connect_failure(exc)
+        raise
+
+
 async def create_pool(
     target: Target,
     *,
@@ -209,6 +220,7 @@ async def create_pool(
             timeout=timeout,
             command_timeout=command_timeout,
             reset=_reset_nothing if private else _reset_borrowed,
+            connect=_pool_connect,
         )
     except _CONNECT_ERRORS as exc:
         raise _failed(target, exc) from exc

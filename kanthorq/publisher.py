@@ -30,6 +30,7 @@ from kanthorq.entities import Event
 from kanthorq.errors import ConnectionFailed, InvalidPayload
 from kanthorq.ids import new_id, new_ids, now_ms, table_name, validate_name
 from kanthorq.payloads import encode_body, encode_metadata
+from kanthorq.publish_errors import Step, noting_connect_failures, publish_error
 from kanthorq.schedule import with_schedule
 from kanthorq.sqlfiles import render
 from kanthorq.store import Registry, StreamRef
@@ -42,6 +43,7 @@ Row: TypeAlias = tuple[str, str, bytes, str, int]
 _COLUMNS = ("id", "subject", "body", "metadata", "created_at")
 _NOTIFY = "SELECT pg_notify($1, '')"
 _NOTIFY_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailed, *DB_ERRORS)
+_WRITE_ERRORS = _NOTIFY_ERRORS
 
 
 def channel(stream_id: str) -> str:
@@ -283,23 +285,36 @@ class Publisher:
         self, stream: str, conn: Conn | None, write: Callable[[StreamRef], Awaitable[None]]
     ) -> None:
         """``write`` the stream's rows, then notify its workers (after the commit when the
-        publisher owns the transaction, else inside the caller's)."""
-        with own_statement():
-            ref = await self._registry.stream(stream, via=conn)
+        publisher owns the transaction, else inside the caller's). A database failure is a
+        :class:`PublishError` that tells whether the event may have been written: a failure
+        to open a pooled connection (the pool notes those), to find the stream, or a
+        statement the server refused wrote nothing; a connection lost mid-write may have."""
+        joined = conn is not None and conn.is_in_transaction()
+        step: Step = "stream"
+        with own_statement(), noting_connect_failures() as connect_failures:
             try:
-                await write(ref)
-            except asyncpg.UndefinedTableError:
-                # the stream was dropped (kanthorq drop stream) since this process cached it;
-                # a caller's transaction has failed, and the caller must retry it
-                self._registry.forget(stream)
-                if conn is not None:
-                    raise
-                ref = await self._registry.stream(stream)  # created again
-                await write(ref)
-            if conn is None:
-                self._notifier.notify(ref.id)
-            else:
-                await conn.execute(_NOTIFY, channel(ref.id))
+                ref = await self._registry.stream(stream, via=conn)
+                step = "write"
+                try:
+                    await write(ref)
+                except asyncpg.UndefinedTableError:
+                    # the stream was dropped (kanthorq drop stream) since this process cached
+                    # it; a caller's transaction has failed, and the caller must retry it
+                    self._registry.forget(stream)
+                    if conn is not None:
+                        raise
+                    step = "stream"
+                    ref = await self._registry.stream(stream)  # created again
+                    step = "write"
+                    await write(ref)
+                step = "notify"
+                if conn is None:
+                    self._notifier.notify(ref.id)
+                else:
+                    await conn.execute(_NOTIFY, channel(ref.id))
+            except _WRITE_ERRORS as exc:
+                connecting = any(exc is failure for failure in connect_failures)
+                raise publish_error(exc, step=step, connecting=connecting, joined=joined) from exc
 
     @staticmethod
     async def _copy(conn: Conn, ref: StreamRef, rows: Sequence[Row]) -> None:
