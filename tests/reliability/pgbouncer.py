@@ -2,9 +2,10 @@
 
 Its configuration and auth file live in a temporary folder; it listens on a free local
 port and routes every database name to the same name on the test server (a ``*`` entry),
-through a small pool, so that clients share server connections the way they do in
-production. PgBouncer refuses to run as root, so under root it runs as an unprivileged
-user; with ``setpriv`` it dies with the test process.
+through a small pool used round robin, so that clients share server connections the way
+they do in production, and one client's consecutive transactions meet different ones.
+PgBouncer refuses to run as root, so under root it runs as an unprivileged user; with
+``setpriv`` it dies with the test process.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ class Bouncer:
             f"auth_file = {users}\n"
             "pool_mode = transaction\n"
             f"default_pool_size = {self.pool_size}\n"
+            # each transaction takes the next idle server connection, not the one used last
+            # (LIFO, the default), so one client's statements do land on different ones
+            "server_round_robin = 1\n"
             "max_client_conn = 1000\n"
         )
         for path in (users, ini):

@@ -248,3 +248,74 @@ async def test_cli_pub_and_show_work_through_pgbouncer(dsn: str, bouncer: Bounce
     finally:
         await direct.close()
     assert count == published
+
+
+# ---- retention: the same fault class as item 6 ---------------------------------------------
+
+
+def retaining(app: kanthorq.App) -> kanthorq.App:
+    app.retain(events=3600)
+    return app
+
+
+# A lock that a server connection holds between transactions is a session lock: through a
+# transaction pooler, the next statement of its client may run elsewhere, and the pooler's
+# other clients inherit it.
+HELD_BETWEEN_TRANSACTIONS = """
+SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND a.state = 'idle'
+  AND a.datname = current_database()
+"""
+
+
+async def sample_until(db: asyncpg.Connection, stop: asyncio.Event, seen: list[int]) -> None:
+    while not stop.is_set():
+        seen.append(await db.fetchval(HELD_BETWEEN_TRANSACTIONS))
+
+
+@pytest.mark.timeout(90)
+async def test_retention_through_pgbouncer_holds_no_lock_between_transactions(
+    dsn: str, bouncer: Bouncer, start_app: Starter
+) -> None:
+    through, _ = app_through(bouncer, dsn, poll_interval=0.5, retention_interval=0.02)
+    running = await start_app(retaining(through))
+    retention = through.retention
+    await wait_until(lambda: retention is not None and retention.passes >= 1)
+    # other clients keep PgBouncer's few server connections changing hands meanwhile
+    busy = kanthorq.App(bouncer.dsn(database_of(dsn)), statement_cache_size=0, pool_size=4)
+    stop = asyncio.Event()
+    held: list[int] = []
+
+    async def publish_until_stopped() -> None:
+        while not stop.is_set():
+            await busy.publish("a.b", b"x")
+
+    db = await asyncpg.connect(dsn)
+    async with busy:
+        await busy.publish("a.b", b"x")
+        base = retention.passes if retention is not None else 0
+        tasks = [asyncio.create_task(publish_until_stopped()) for _ in range(4)]
+        tasks.append(asyncio.create_task(sample_until(db, stop, held)))
+        try:
+            await wait_until(lambda: retention is not None and retention.passes >= base + 20)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    await running.stop()
+    try:
+        held.append(await db.fetchval(HELD_BETWEEN_TRANSACTIONS))
+    finally:
+        await db.close()
+    assert len(held) > 20
+    assert max(held) == 0
+    # and a worker connected directly takes its turn: nothing holds it off
+    direct = retaining(
+        kanthorq.App(dsn, poll_interval=0.5, retention_interval=0.05, shutdown_timeout=5)
+    )
+
+    @direct.subscribe("a.>", consumer="c")
+    async def handle(msg: kanthorq.Message) -> None:
+        pass
+
+    await start_app(direct)
+    await wait_until(lambda: direct.retention is not None and direct.retention.passes >= 1)
