@@ -62,6 +62,7 @@ class Listener:
         self._probe_seen = asyncio.Event()
         self._lost = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._busy = asyncio.Lock()  # one statement at a time on the listening connection
         self.connected = asyncio.Event()
         self.connection: asyncpg.Connection | None = None
         # None until the probe has answered; False: wake-ups do not arrive (warned)
@@ -117,7 +118,7 @@ class Listener:
                 await conn.add_listener(channel, self._on_notify)
             if self._probe_pool is not None and self.notifications_work is None:
                 await conn.add_listener(self._probe_channel, self._on_probe)
-                probe = asyncio.ensure_future(self._probe(self._probe_pool))
+                probe = asyncio.ensure_future(self._probe(self._probe_pool, conn))
             self.connected.set()
             self._wake_all()  # catch up on what was published while we were not listening
             await self._watch(conn)
@@ -134,12 +135,23 @@ class Listener:
             try:
                 await asyncio.wait_for(self._lost.wait(), self._check_interval)
             except TimeoutError:
-                await conn.execute("SELECT 1", timeout=self._check_interval)
+                async with self._busy:
+                    await conn.execute("SELECT 1", timeout=self._check_interval)
         if not self._stopping.is_set():
             logger.warning("listener: connection lost; reconnecting")
 
-    async def _probe(self, pool: asyncpg.Pool) -> None:
-        """Notify the probe channel from another connection, and see whether it arrives."""
+    async def _probe(self, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+        """Notify the probe channel from another connection, see whether it arrives, and
+        stop listening on it once that is known."""
+        await self._probe_once(pool)
+        if self.notifications_work is not None:
+            try:
+                async with self._busy:
+                    await conn.remove_listener(self._probe_channel, self._on_probe)
+            except DB_ERRORS as exc:  # the session is ending anyway
+                logger.debug("listener: UNLISTEN probe: %s: %s", type(exc).__name__, exc)
+
+    async def _probe_once(self, pool: asyncpg.Pool) -> None:
         self._probe_seen.clear()
         try:
             with own_statement():  # changes no session state: no reset when released
