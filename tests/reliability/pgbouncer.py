@@ -34,13 +34,19 @@ def binary() -> str | None:
     return str(fallback) if os.access(fallback, os.X_OK) else None
 
 
-def _run_as() -> str | None:
-    """Under root: the unprivileged user to run as (the one PostgreSQL's packages make,
-    else the one the private server uses, created when missing)."""
+def _run_as(socket_dir: str | None) -> str | None:
+    """Under root: the unprivileged user to run as: the owner of the server's socket folder
+    (the embedded server's is private to it), else the one PostgreSQL's packages make, else
+    the one the private server uses, created when missing."""
     if os.geteuid() != 0:
         return None
     import pwd
 
+    if socket_dir is not None:
+        with contextlib.suppress(OSError, KeyError):
+            owner = pwd.getpwuid(os.stat(socket_dir).st_uid).pw_name
+            if owner != "root":
+                return owner
     for name in ("postgres", "pgserver"):
         with contextlib.suppress(KeyError):
             pwd.getpwnam(name)
@@ -112,7 +118,7 @@ class Bouncer:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 command,
-                user=_run_as(),
+                user=_run_as(self.upstream_host if self.upstream_host.startswith("/") else None),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import pytest
@@ -62,7 +63,7 @@ async def unmigrated_database(server_dsn: str) -> AsyncIterator[str]:
 
 
 def database_of(dsn: str) -> str:
-    return dsn.rsplit("/", 1)[1].split("?", 1)[0]
+    return unquote(urlsplit(dsn).path.lstrip("/"))
 
 
 # ---- item 6: migrating through a transaction pooler ---------------------------------------
