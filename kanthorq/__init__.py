@@ -4,7 +4,7 @@ import logging
 
 from kanthorq.app import App
 from kanthorq.entities import Event, Task, TaskState
-from kanthorq.errors import Discard, KanthorQError, PayloadTooLarge, Retry
+from kanthorq.errors import Discard, KanthorQError, PayloadTooLarge, PublishError, Retry
 from kanthorq.message import Message
 from kanthorq.policies import Exponential, Fixed, Linear
 
@@ -21,6 +21,7 @@ __all__ = [
     "Linear",
     "Message",
     "PayloadTooLarge",
+    "PublishError",
     "Retry",
     "Task",
     "TaskState",

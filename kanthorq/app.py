@@ -17,7 +17,16 @@ import asyncpg
 
 from kanthorq import embedded, migrate
 from kanthorq.clock import DbClock
-from kanthorq.database import Conn, Target, connect, create_pool, parse_dsn, resolve_dsn
+from kanthorq.database import (
+    Conn,
+    Target,
+    connect,
+    create_pool,
+    listen_target,
+    parse_dsn,
+    resolve_dsn,
+    resolve_statement_cache_size,
+)
 from kanthorq.errors import ConfigError, NotOpen, SchemaNotReady
 from kanthorq.ids import validate_name
 from kanthorq.listener import Listener
@@ -45,6 +54,9 @@ class App:
     ``dsn``: a ``postgresql://`` URI; else ``$KANTHORQ_DSN``; else the embedded server.
     ``stream``: the stream that ``publish`` and ``subscribe`` use when not told otherwise.
     ``migrate``: apply the schema migrations when the app opens.
+    ``listen_dsn``: where the workers LISTEN for wake-ups (else ``$KANTHORQ_LISTEN_DSN``,
+    else ``dsn``): a direct connection when ``dsn`` goes through a transaction pooler.
+    ``statement_cache_size``: else ``$KANTHORQ_STATEMENT_CACHE_SIZE``, else 100.
     """
 
     def __init__(
@@ -54,20 +66,24 @@ class App:
         stream: str = "default",
         migrate: bool = True,
         pool_size: int = 10,
-        statement_cache_size: int = 100,
+        statement_cache_size: int | None = None,
         poll_interval: float = 1.0,
         shutdown_timeout: float = 30.0,
         max_body_size: int = DEFAULT_MAX_BODY,
         retention_interval: float = 600.0,
+        listen_dsn: str | None = None,
     ) -> None:
         if dsn is not None:
             parse_dsn(dsn)  # a DSN from $KANTHORQ_DSN is checked when the app opens, so
         self._dsn = resolve_dsn(dsn)  # `kanthorq run --dsn` can still replace a bad one
         self.stream = validate_name(stream, "stream")
         self.migrate = migrate
+        if listen_dsn is not None:
+            listen_target(listen_dsn)  # one from $KANTHORQ_LISTEN_DSN is checked at open
+        self.listen_dsn = listen_dsn
+        self.statement_cache_size = resolve_statement_cache_size(statement_cache_size)
         for name, value, low in (
             ("pool_size", pool_size, 1),
-            ("statement_cache_size", statement_cache_size, 0),
             ("max_body_size", max_body_size, 0),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -84,7 +100,6 @@ class App:
             ):
                 raise ConfigError(f"{name} must be a finite number of seconds > 0, got {seconds!r}")
         self.pool_size = pool_size
-        self.statement_cache_size = statement_cache_size
         self.poll_interval = float(poll_interval)
         self.shutdown_timeout = float(shutdown_timeout)
         self.retention_interval = float(retention_interval)
@@ -225,6 +240,7 @@ class App:
             self._dsn = await asyncio.to_thread(embedded.start)
             logger.warning("no DSN given: using the embedded PostgreSQL at %s", self._dsn)
         self._target = parse_dsn(self._dsn)
+        listen_target(self.listen_dsn)  # checked before any connection
         pool = await create_pool(
             self._target,
             min_size=1,
@@ -243,7 +259,7 @@ class App:
         self._registry = Registry(
             pool, lambda: connect(target, statement_cache_size=self.statement_cache_size)
         )
-        self._notifier = Notifier(self._target)
+        self._notifier = Notifier(self._target, statement_cache_size=self.statement_cache_size)
         self._notifier.warm()
         self._publisher = Publisher(
             pool, self._registry, self._notifier, self._clock, max_body_size=self.max_body_size
@@ -379,7 +395,14 @@ class App:
             wakers: dict[str, list[Callable[[], None]]] = defaultdict(list)
             for worker in workers:
                 wakers[channel(worker.queries.stream_id)].append(worker.wake)
-            self.listener = Listener(self._target, wakers, check_interval=self.poll_interval * 5)
+            self.listener = Listener(
+                listen_target(self.listen_dsn) or self._target,
+                wakers,
+                check_interval=self.poll_interval * 5,
+                statement_cache_size=self.statement_cache_size,
+                probe=self.pool,
+                poll_interval=self.poll_interval,
+            )
             logger.info("running consumers %s", ", ".join(self.workers))
             try:
                 async with anyio.create_task_group() as tg:

@@ -27,7 +27,13 @@ from kanthorq import embedded, migrate
 from kanthorq.app import App
 from kanthorq.commands import timeparse
 from kanthorq.commands.common import non_negative_seconds
-from kanthorq.database import connect, parse_dsn, resolve_dsn
+from kanthorq.database import (
+    connect,
+    listen_target,
+    parse_dsn,
+    resolve_dsn,
+    resolve_statement_cache_size,
+)
 from kanthorq.errors import (
     ConfigError,
     InvalidName,
@@ -67,7 +73,9 @@ examples:
   kanthorq migrate up --dsn postgresql://user@localhost/db
 
 The database: --dsn, else $KANTHORQ_DSN, else the embedded PostgreSQL under ./.kanthorq
-(or $KANTHORQ_HOME; needs pip install 'kanthorq[embedded]').
+(or $KANTHORQ_HOME; needs pip install 'kanthorq[embedded]'). Behind PgBouncer in
+transaction pooling mode: --statement-cache-size 0 (or KANTHORQ_STATEMENT_CACHE_SIZE=0),
+and for `run`, --listen-dsn (or $KANTHORQ_LISTEN_DSN) with a direct connection for LISTEN.
 Exit codes: 0 success, 1 runtime failure, 2 bad usage.
 """
 RUN_EPILOG = """\
@@ -75,6 +83,8 @@ examples:
   kanthorq run app:app
   kanthorq run myproject.workers:app --consumer email --consumer refund
   kanthorq run app:app --dsn postgresql://user@db.internal/orders --log-level DEBUG
+  kanthorq run app:app --dsn postgresql://user@pgbouncer:6432/orders \
+      --statement-cache-size 0 --listen-dsn postgresql://user@db.internal/orders
 
 The current directory (or --app-dir) is put first on sys.path, so app:app finds ./app.py.
 SIGINT or SIGTERM stops claiming tasks, gives running handlers the app's shutdown_timeout
@@ -111,9 +121,15 @@ in batches of up to --batch-size as lines arrive. The event ids are printed one 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.listen_dsn is not None:
+        listen_target(args.listen_dsn)  # checked before the app is imported
     app = load_app(args.app, args.app_dir)
     if args.dsn is not None:
         app.dsn = args.dsn
+    if args.listen_dsn is not None:
+        app.listen_dsn = args.listen_dsn
+    if args.statement_cache_size is not None:
+        app.statement_cache_size = args.statement_cache_size
     return asyncio.run(serve(app, args.consumer))
 
 
@@ -164,11 +180,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 async def _migrate(args: argparse.Namespace) -> int:
+    cache_size = resolve_statement_cache_size(args.statement_cache_size)
     dsn = resolve_dsn(args.dsn)
     if dsn is None:
         dsn = await asyncio.to_thread(embedded.start)
         logger.warning("no DSN given: using the embedded PostgreSQL at %s", dsn)
-    conn = await connect(parse_dsn(dsn))
+    conn = await connect(parse_dsn(dsn), statement_cache_size=cache_size)
     try:
         if args.action == "up":
             done = await migrate.up(conn)
@@ -235,7 +252,7 @@ async def _pub(
     meta: dict[str, Any] | None,
     body: bytes | None,
 ) -> int:
-    async with App(args.dsn, stream=stream) as app:
+    async with App(args.dsn, stream=stream, statement_cache_size=args.statement_cache_size) as app:
         when = {"delay": args.delay, "at": args.at}
         if body is not None:
             print(await app.publish(subject, body, metadata=meta, **when), flush=True)
@@ -251,7 +268,8 @@ async def _pub(
 
 
 def _common_options(*, sub: bool) -> argparse.ArgumentParser:
-    """--dsn, --debug and --log-level, accepted before and after the command name."""
+    """--dsn, --statement-cache-size, --debug and --log-level, accepted before and after
+    the command name."""
     # in subcommands, SUPPRESS keeps an option given before the command from being reset
     unset: Any = argparse.SUPPRESS if sub else None
     parent = argparse.ArgumentParser(add_help=False)
@@ -260,6 +278,14 @@ def _common_options(*, sub: bool) -> argparse.ArgumentParser:
         "--dsn",
         default=unset,
         help="PostgreSQL URI (default: $KANTHORQ_DSN, else the embedded server)",
+    )
+    group.add_argument(
+        "--statement-cache-size",
+        type=_non_negative_int,
+        default=unset,
+        metavar="N",
+        help="prepared statements cached per connection; 0 behind PgBouncer in transaction "
+        "mode (default: $KANTHORQ_STATEMENT_CACHE_SIZE, else 100)",
     )
     group.add_argument(
         "--debug",
@@ -282,6 +308,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -318,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=".",
         metavar="DIR",
         help="look for the app's module in DIR first (default: the current directory)",
+    )
+    run.add_argument(
+        "--listen-dsn",
+        metavar="DSN",
+        help="PostgreSQL URI the workers LISTEN on for wake-ups: a direct connection when "
+        "--dsn goes through PgBouncer (default: $KANTHORQ_LISTEN_DSN, else the app's)",
     )
     run.set_defaults(handler=cmd_run, default_log_level="INFO")
 

@@ -1,7 +1,11 @@
 """Where the database is, and connections to it.
 
 The DSN comes from the caller, else ``KANTHORQ_DSN``, else the embedded server. It is
-checked before any connection is tried, and a failed connection names the host.
+checked before any connection is tried, and a failed connection names the host. The
+listener may LISTEN elsewhere (``listen_dsn``, else ``KANTHORQ_LISTEN_DSN``): a direct
+connection when the DSN goes through a transaction pooler, which does not deliver
+notifications. ``KANTHORQ_STATEMENT_CACHE_SIZE`` (0 behind such a pooler) is the
+prepared statement cache of every connection when the caller does not give one.
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from kanthorq.errors import ConfigError, ConnectionFailed
+from kanthorq.publish_errors import note_connect_failure
 
 ENV_DSN = "KANTHORQ_DSN"
+ENV_LISTEN_DSN = "KANTHORQ_LISTEN_DSN"
+ENV_STATEMENT_CACHE_SIZE = "KANTHORQ_STATEMENT_CACHE_SIZE"
+DEFAULT_STATEMENT_CACHE_SIZE = 100
 # a connection of ours or of the caller: plain, or borrowed from an asyncpg pool
 Conn = asyncpg.Connection | PoolConnectionProxy
 _SCHEMES = ("postgres", "postgresql")
@@ -68,6 +76,54 @@ def resolve_dsn(dsn: str | None) -> str | None:
     if dsn is not None:
         return dsn
     return os.environ.get(ENV_DSN) or None
+
+
+def listen_target(dsn: str | None) -> Target | None:
+    """Where the listener connects, checked: ``dsn``, else ``$KANTHORQ_LISTEN_DSN``; None
+    means the main DSN."""
+    if dsn is None:
+        dsn = os.environ.get(ENV_LISTEN_DSN) or None
+    if dsn is None:
+        return None
+    try:
+        return parse_dsn(dsn)
+    except ConfigError as exc:
+        raise ConfigError(f"listen_dsn (or ${ENV_LISTEN_DSN}): {exc}") from None
+
+
+def resolve_statement_cache_size(value: object) -> int:
+    """The prepared statement cache per connection: ``value``, else
+    ``$KANTHORQ_STATEMENT_CACHE_SIZE``, else 100; checked."""
+    name = "statement_cache_size"
+    if value is None:
+        text = os.environ.get(ENV_STATEMENT_CACHE_SIZE, "").strip()
+        if not text:
+            return DEFAULT_STATEMENT_CACHE_SIZE
+        name = f"${ENV_STATEMENT_CACHE_SIZE}"
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be an int >= 0, got {text!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be an int >= 0, got {value!r}")
+    return value
+
+
+def quote_literal(text: str) -> str:
+    """``text`` as a SQL string literal (standard_conforming_strings is on since 9.1)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def notify_sql(channel: str) -> str:
+    """One simple-query string that sends a notification on ``channel`` in a transaction of
+    its own, without waiting for the WAL flush: one round trip, and it works through a
+    transaction pooler (a startup parameter would be refused there, and a session setting
+    would leak to other clients). A wake-up is a hint: one lost in a crash only costs the
+    poll's latency."""
+    return (
+        "BEGIN; SET LOCAL synchronous_commit TO off; "
+        f"SELECT pg_notify({quote_literal(channel)}, ''); COMMIT"
+    )
 
 
 # What a statement raises when the server or the connection fails. asyncpg raises
@@ -132,6 +188,16 @@ async def _reset_nothing(conn: asyncpg.Connection) -> None:
     """For a pool only kanthorq uses: nothing changes session state, nothing to reset."""
 
 
+async def _pool_connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """How the pools open a connection: asyncpg's own, noting a failure for the publish
+    that may be waiting for it (a failure to connect surely wrote nothing)."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except BaseException as exc:
+        note_connect_failure(exc)
+        raise
+
+
 async def create_pool(
     target: Target,
     *,
@@ -154,6 +220,7 @@ async def create_pool(
             timeout=timeout,
             command_timeout=command_timeout,
             reset=_reset_nothing if private else _reset_borrowed,
+            connect=_pool_connect,
         )
     except _CONNECT_ERRORS as exc:
         raise _failed(target, exc) from exc

@@ -99,3 +99,26 @@ class Discard(KanthorQError):
     def __init__(self, reason: str | None = None) -> None:
         self.reason = reason
         super().__init__(reason or "discarded by the handler")
+
+
+class PublishError(KanthorQError):
+    """The event could not be published.
+
+    ``may_be_written``: False when it surely was not written (publishing it again makes
+    no duplicate); True when the connection failed while it was being written, so its
+    commit may have happened (look for its id first, or accept a duplicate). The driver's
+    exception is the ``__cause__``."""
+
+    may_be_written: bool = True
+
+
+class NotPublished(PublishError):
+    """The event was not written."""
+
+    may_be_written = False
+
+
+class PublishOutcomeUnknown(PublishError):
+    """The connection failed while the event was being written: it may have been written."""
+
+    may_be_written = True

@@ -1,8 +1,11 @@
 """Apply and revert the versioned migrations in ``sql/migrations``.
 
-Each migration runs in its own transaction while the session holds an advisory lock, so
-processes that start together apply it once. Applied versions are kept in
-``kanthorq_migration``.
+Each migration runs in a transaction of its own that first takes a transaction-scoped
+advisory lock (released by its COMMIT or ROLLBACK), then creates ``kanthorq_migration`` if
+it is missing and reads which versions it holds. So processes that start together apply
+each migration once, and nothing outlives a transaction: a transaction pooler (PgBouncer
+in transaction mode), which may run each transaction on another server connection, can
+neither split a lock from its unlock nor leave a lock behind.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from kanthorq.sqlfiles import Migration, migrations
 
 logger = logging.getLogger(__name__)
 
-# pg_advisory_lock key: the ASCII of "KQmigrat" as a signed bigint
+# pg_advisory_xact_lock key: the ASCII of "KQmigrat" as a signed bigint
 LOCK_KEY = 0x4B51_6D69_6772_6174 - (1 << 63)
 
 _STATE_TABLE = """
@@ -26,53 +29,67 @@ CREATE TABLE IF NOT EXISTS kanthorq_migration (
 """
 
 
-async def _applied(conn: Conn) -> set[int]:
-    await conn.execute(_STATE_TABLE)
+async def _versions(conn: Conn) -> set[int]:
     rows = await conn.fetch("SELECT version FROM kanthorq_migration")
     return {row["version"] for row in rows}
+
+
+async def _lock(conn: Conn) -> set[int]:
+    """In the caller's transaction: wait for the migration lock, which the transaction
+    holds until it ends; then the applied versions."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+    return await _versions(conn)
+
+
+async def _state(conn: Conn) -> set[int]:
+    """The applied versions, after creating the state table when it is missing. A
+    transaction of its own, under the lock: two processes on a fresh database do not race
+    to create it, and it stays when a migration fails."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+        await conn.execute(_STATE_TABLE)
+        return await _versions(conn)
 
 
 async def up(conn: Conn) -> list[Migration]:
     """Apply every migration not applied yet; return those applied now."""
     done: list[Migration] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
-    try:
-        applied = await _applied(conn)
-        for migration in migrations():
-            if migration.version in applied:
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.up)
-                await conn.execute(
-                    "INSERT INTO kanthorq_migration (version, name, applied_at) "
-                    "VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT)",
-                    migration.version,
-                    migration.name,
-                )
-            logger.info("applied migration %04d_%s", migration.version, migration.name)
-            done.append(migration)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+    applied = await _state(conn)
+    for migration in migrations():
+        if migration.version in applied:
+            continue
+        async with conn.transaction():
+            if migration.version in await _lock(conn):
+                continue  # another process applied it since
+            await conn.execute(migration.up)
+            await conn.execute(
+                "INSERT INTO kanthorq_migration (version, name, applied_at) "
+                "VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT)",
+                migration.version,
+                migration.name,
+            )
+        logger.info("applied migration %04d_%s", migration.version, migration.name)
+        done.append(migration)
     return done
 
 
 async def down(conn: Conn, steps: int | None = 1) -> list[Migration]:
     """Revert the last ``steps`` applied migrations (all of them with None)."""
     done: list[Migration] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
-    try:
-        applied = await _applied(conn)
-        todo = [m for m in reversed(migrations()) if m.version in applied]
-        for migration in todo if steps is None else todo[:steps]:
-            async with conn.transaction():
-                await conn.execute(migration.down)
-                await conn.execute(
-                    "DELETE FROM kanthorq_migration WHERE version = $1", migration.version
-                )
-            logger.info("reverted migration %04d_%s", migration.version, migration.name)
-            done.append(migration)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+    await _state(conn)
+    while steps is None or len(done) < steps:
+        async with conn.transaction():
+            applied = await _lock(conn)
+            todo = [m for m in reversed(migrations()) if m.version in applied]
+            if not todo:
+                break
+            migration = todo[0]
+            await conn.execute(migration.down)
+            await conn.execute(
+                "DELETE FROM kanthorq_migration WHERE version = $1", migration.version
+            )
+        logger.info("reverted migration %04d_%s", migration.version, migration.name)
+        done.append(migration)
     return done
 
 
@@ -81,6 +98,5 @@ async def pending(conn: Conn) -> list[Migration]:
     exists = await conn.fetchval("SELECT to_regclass('kanthorq_migration') IS NOT NULL")
     applied: set[int] = set()
     if exists:
-        rows = await conn.fetch("SELECT version FROM kanthorq_migration")
-        applied = {row["version"] for row in rows}
+        applied = await _versions(conn)
     return [m for m in migrations() if m.version not in applied]

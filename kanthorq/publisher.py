@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeAlias
@@ -17,11 +18,20 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from kanthorq.clock import DbClock
-from kanthorq.database import DB_ERRORS, Conn, Target, connect, own_statement
+from kanthorq.database import (
+    DB_ERRORS,
+    DEFAULT_STATEMENT_CACHE_SIZE,
+    Conn,
+    Target,
+    connect,
+    notify_sql,
+    own_statement,
+)
 from kanthorq.entities import Event
 from kanthorq.errors import ConnectionFailed, InvalidPayload
 from kanthorq.ids import event_ms, new_ids, table_name, validate_name
 from kanthorq.payloads import encode_body, encode_metadata
+from kanthorq.publish_errors import Step, noting_connect_failures, publish_error
 from kanthorq.schedule import with_schedule
 from kanthorq.sqlfiles import render
 from kanthorq.store import Registry, StreamRef
@@ -35,6 +45,7 @@ Content: TypeAlias = tuple[str, bytes, str]  # subject, body, metadata: checked 
 _COLUMNS = ("id", "subject", "body", "metadata", "created_at")
 _NOTIFY = "SELECT pg_notify($1, '')"
 _NOTIFY_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailed, *DB_ERRORS)
+_WRITE_ERRORS = _NOTIFY_ERRORS
 
 
 def channel(stream_id: str) -> str:
@@ -45,16 +56,37 @@ def channel(stream_id: str) -> str:
 class Notifier:
     """Coalesced after-commit notifications, sent from the background on a connection of
     their own: a notification never waits for (or holds) one of the pool's connections,
-    which the next publish wants."""
+    which the next publish wants.
 
-    def __init__(self, target: Target, window: float = 0.005) -> None:
+    Each is one simple-query string (:func:`notify_sql`), so it works through a transaction
+    pooler. After a failure it backs off (``RETRY_FIRST`` seconds, doubling up to
+    ``RETRY_MAX``) and drops the notifications asked for meanwhile: the workers' poll finds
+    those events. It warns once when notifying starts failing (and at most once per
+    ``WARN_EVERY`` seconds while it keeps failing), never once per publish."""
+
+    RETRY_FIRST = 0.5
+    RETRY_MAX = 30.0
+    WARN_EVERY = 300.0
+
+    def __init__(
+        self,
+        target: Target,
+        window: float = 0.005,
+        *,
+        statement_cache_size: int = DEFAULT_STATEMENT_CACHE_SIZE,
+    ) -> None:
         self._target = target
         self._window = window
+        self._cache_size = statement_cache_size
         self._last: dict[str, float] = {}
         self._pending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
+        self._failures = 0  # consecutive failed attempts
+        self._dropped = 0  # notifications skipped while backing off
+        self._retry_at = 0.0  # no attempt before this (time.monotonic())
+        self._warned_at = -math.inf
 
     def warm(self) -> None:
         """Open the notification connection in the background now, not at the first publish."""
@@ -65,23 +97,20 @@ class Notifier:
             async with self._lock:
                 await self._connection()
         except _NOTIFY_ERRORS as exc:
-            logger.debug("notification connection not opened yet: %s", exc)
+            logger.debug("notification connection not opened yet: %s: %s", type(exc).__name__, exc)
 
     async def _connection(self) -> asyncpg.Connection:
         """The notification connection (the caller holds the lock), opened when needed."""
         if self._conn is None or self._conn.is_closed():
-            # A notification is a wake-up hint: one lost in a crash costs only the poll's
-            # latency. So its commit does not wait for the WAL flush, which would add a disk
-            # flush to every notified batch.
             self._conn = await connect(
-                self._target, timeout=5.0, server_settings={"synchronous_commit": "off"}
+                self._target, timeout=5.0, statement_cache_size=self._cache_size
             )
         return self._conn
 
     async def _send_now(self, stream_id: str) -> None:
         async with self._lock:
             conn = await self._connection()
-            await conn.execute(_NOTIFY, channel(stream_id))
+            await conn.execute(notify_sql(channel(stream_id)))
 
     def notify(self, stream_id: str) -> None:
         if stream_id in self._pending:
@@ -101,12 +130,43 @@ class Notifier:
             await asyncio.sleep(delay)
         self._pending.discard(stream_id)
         self._last[stream_id] = time.monotonic()
+        if self._last[stream_id] < self._retry_at:
+            self._dropped += 1  # backing off: the workers' poll finds the events
+            return
         try:
             await self._send_now(stream_id)
         except _NOTIFY_ERRORS as exc:
-            # a lost wake-up only costs latency: the workers' poll finds the events
-            logger.warning("could not notify stream %s: %s", stream_id, exc)
             self._close_connection()
+            self._failed(stream_id, exc)
+            return
+        if self._failures:
+            logger.info(
+                "notifications work again, after %d failed attempts (%d wake-ups skipped)",
+                self._failures,
+                self._dropped,
+            )
+            self._failures = self._dropped = 0
+
+    def _failed(self, stream_id: str, exc: BaseException) -> None:
+        """Back off, and warn unless it warned lately: a lost wake-up only costs latency."""
+        self._failures += 1
+        now = time.monotonic()
+        backoff = min(self.RETRY_FIRST * 2 ** (self._failures - 1), self.RETRY_MAX)
+        self._retry_at = now + backoff
+        level = logging.DEBUG
+        if now - self._warned_at >= self.WARN_EVERY:
+            self._warned_at, level = now, logging.WARNING
+        logger.log(
+            level,
+            "could not notify stream %s: %s: %s; workers find new events by polling until "
+            "notifying works again (next try in %.1fs, %d failed attempts so far)",
+            stream_id,
+            type(exc).__name__,
+            exc,
+            backoff,
+            self._failures,
+            extra={"stream_id": stream_id, "failures": self._failures},
+        )
 
     def _close_connection(self) -> None:
         if self._conn is not None:
@@ -252,23 +312,36 @@ class Publisher:
         self, stream: str, conn: Conn | None, write: Callable[[StreamRef], Awaitable[None]]
     ) -> None:
         """``write`` the stream's rows, then notify its workers (after the commit when the
-        publisher owns the transaction, else inside the caller's)."""
-        with own_statement():
-            ref = await self._registry.stream(stream, via=conn)
+        publisher owns the transaction, else inside the caller's). A database failure is a
+        :class:`PublishError` that tells whether the event may have been written: a failure
+        to open a pooled connection (the pool notes those), to find the stream, or a
+        statement the server refused wrote nothing; a connection lost mid-write may have."""
+        joined = conn is not None and conn.is_in_transaction()
+        step: Step = "stream"
+        with own_statement(), noting_connect_failures() as connect_failures:
             try:
-                await write(ref)
-            except asyncpg.UndefinedTableError:
-                # the stream was dropped (kanthorq drop stream) since this process cached it;
-                # a caller's transaction has failed, and the caller must retry it
-                self._registry.forget(stream)
-                if conn is not None:
-                    raise
-                ref = await self._registry.stream(stream)  # created again
-                await write(ref)
-            if conn is None:
-                self._notifier.notify(ref.id)
-            else:
-                await conn.execute(_NOTIFY, channel(ref.id))
+                ref = await self._registry.stream(stream, via=conn)
+                step = "write"
+                try:
+                    await write(ref)
+                except asyncpg.UndefinedTableError:
+                    # the stream was dropped (kanthorq drop stream) since this process cached
+                    # it; a caller's transaction has failed, and the caller must retry it
+                    self._registry.forget(stream)
+                    if conn is not None:
+                        raise
+                    step = "stream"
+                    ref = await self._registry.stream(stream)  # created again
+                    step = "write"
+                    await write(ref)
+                step = "notify"
+                if conn is None:
+                    self._notifier.notify(ref.id)
+                else:
+                    await conn.execute(_NOTIFY, channel(ref.id))
+            except _WRITE_ERRORS as exc:
+                connecting = any(exc is failure for failure in connect_failures)
+                raise publish_error(exc, step=step, connecting=connecting, joined=joined) from exc
 
     @staticmethod
     async def _copy(conn: Conn, ref: StreamRef, rows: Sequence[Row]) -> None:

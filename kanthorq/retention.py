@@ -1,9 +1,11 @@
-"""Retention applied by running workers: one worker at a time, under an advisory lock.
+"""Retention applied by running workers: one worker at a time, under a lease.
 
 ``app.retain(...)`` registers a policy per stream; every app that runs workers tries to take
-the lock every ``retention_interval`` seconds, and the one that gets it deletes the stream's
-old events (only those every consumer is done with) and prunes its consumers' old finalized
-tasks, in batches. The others skip that round.
+the lease (:mod:`kanthorq.lease`) every ``retention_interval`` seconds, and the one that gets
+it deletes the stream's old events (only those every consumer is done with) and prunes its
+consumers' old finalized tasks, in batches. The others skip that round. The lease is a row
+with an expiry, renewed during the pass: not a session advisory lock, which leaks through a
+transaction pooler, nor a transaction held open for the whole pass.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ import asyncpg
 from kanthorq.checks import is_seconds
 from kanthorq.database import DB_ERRORS
 from kanthorq.errors import ConfigError, UnknownConsumer, UnknownStream
+from kanthorq.lease import Lease
 
 if TYPE_CHECKING:
     from kanthorq.admin import Admin
 
 logger = logging.getLogger(__name__)
 
-LOCK_KEY = "kanthorq.retention"
+LEASE = "kanthorq.retention"
+LEASE_TTL = 60.0  # seconds; renewed every third of it during a pass
 
 
 def seconds_of(value: float | timedelta | None, what: str) -> float | None:
@@ -60,7 +64,8 @@ class RetentionRunner:
         self._pool = pool
         self._policies = policies
         self._interval = interval
-        self.passes = 0  # the passes this runner made while holding the lock
+        self._lease = Lease(pool, LEASE, LEASE_TTL)
+        self.passes = 0  # the passes this runner made while holding the lease
 
     async def run(self, stop: asyncio.Event) -> None:
         """A pass now, then one every interval, until ``stop``; a pass in progress at the stop
@@ -80,21 +85,20 @@ class RetentionRunner:
     async def run_once(self) -> bool:
         """One pass if no other worker is making one; whether this one did."""
         try:
-            async with self._pool.acquire() as conn:
-                if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", LOCK_KEY):
-                    return False
-                try:
-                    await self._apply()
-                    self.passes += 1
-                    logger.debug("retention: pass %d done", self.passes)
-                    return True
-                finally:
-                    await asyncio.shield(
-                        conn.execute("SELECT pg_advisory_unlock(hashtext($1))", LOCK_KEY)
-                    )
+            if not await self._lease.take():
+                return False
+            if not await self._lease.hold_while(self._apply()):
+                return False
         except DB_ERRORS as exc:
-            logger.warning("retention: the pass failed, retrying next interval: %s", exc)
+            logger.warning(
+                "retention: the pass failed, retrying next interval: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
             return False
+        self.passes += 1
+        logger.debug("retention: pass %d done", self.passes)
+        return True
 
     async def _apply(self) -> None:
         for policy in self._policies:

@@ -14,7 +14,7 @@ import pytest
 import kanthorq
 from kanthorq import TaskState
 from kanthorq.cli import main
-from kanthorq.errors import ConfigError, UnknownConsumer, UnknownStream
+from kanthorq.errors import ConfigError, NotPublished, UnknownConsumer, UnknownStream
 from kanthorq.store import ConsumerQueries, ConsumerSpec
 from tests.conftest import Running, registry, stream_table, task_states, task_table, wait_until
 
@@ -222,6 +222,8 @@ async def test_drop_consumer_and_stream_need_confirmation_and_remove_everything(
         "kanthorq_consumer_registry_id_key",
         "kanthorq_migration",
         "kanthorq_migration_pkey",
+        "kanthorq_lease",
+        "kanthorq_lease_pkey",
     }
 
 
@@ -283,6 +285,8 @@ async def test_publishing_to_a_dropped_stream_creates_it_again(
     await app.admin.drop_stream("default", confirm=True)
     async with app.pool.acquire() as conn, conn.transaction():
         # in the caller's transaction there is no retry: it failed, the caller retries it
-        with pytest.raises(asyncpg.UndefinedTableError):
+        with pytest.raises(NotPublished, match="caller's transaction") as info:
             await app.publish("a.b", conn=conn)
+        assert isinstance(info.value.__cause__, asyncpg.UndefinedTableError)
+        assert info.value.may_be_written is False
     await app.publish("a.b", conn=None)

@@ -1,4 +1,4 @@
-"""Retention applied by running workers: one at a time, under an advisory lock."""
+"""Retention applied by running workers: one at a time, under a lease."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import kanthorq
 from kanthorq import TaskState
 from kanthorq.errors import ConfigError
-from kanthorq.retention import LOCK_KEY
+from kanthorq.lease import Lease
+from kanthorq.retention import LEASE
 from tests.conftest import Running, stream_table, task_table, wait_state, wait_until
 
 AppFactory = Callable[..., kanthorq.App]
@@ -65,13 +66,13 @@ async def test_only_one_worker_applies_retention_at_a_time(
 
         apps.append(app)
         await start_app(app)
-    # another worker holds the lock: neither app makes a pass
-    holder = await asyncpg.connect(dsn)
+    # another worker holds the lease: neither app makes a pass
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    assert pool is not None
+    holder = Lease(pool, LEASE, ttl=3600)
     try:
-        # (a runner may be making a pass right now: the lock is free between passes)
-        await wait_until(
-            lambda: holder.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", LOCK_KEY)
-        )
+        # (a runner may be making a pass right now: the lease is free between passes)
+        await wait_until(holder.take)
         runners = [a.retention for a in apps]
         assert all(r is not None for r in runners)
         counts = [r.passes for r in runners if r is not None]
@@ -79,8 +80,9 @@ async def test_only_one_worker_applies_retention_at_a_time(
             assert runner is not None
             assert await runner.run_once() is False
         assert [r.passes for r in runners if r is not None] == counts
+        await holder.give_back()
     finally:
-        await holder.close()
+        await pool.close()
     await wait_until(lambda: sum(r.passes for r in runners if r is not None) > sum(counts))
 
 

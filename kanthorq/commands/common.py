@@ -17,10 +17,13 @@ FMT = argparse.RawDescriptionHelpFormatter
 
 def run_admin(args: argparse.Namespace, action: Callable[[Admin], Awaitable[int]]) -> int:
     """Open the database named by --dsn ($KANTHORQ_DSN, else the embedded server) without
-    migrating it, run ``action`` on its admin, and return the exit code."""
+    migrating it, with --statement-cache-size ($KANTHORQ_STATEMENT_CACHE_SIZE), run
+    ``action`` on its admin, and return the exit code."""
 
     async def main() -> int:
-        async with App(args.dsn, migrate=False) as app:
+        async with App(
+            args.dsn, migrate=False, statement_cache_size=args.statement_cache_size
+        ) as app:
             return await action(app.admin)
 
     return asyncio.run(main())

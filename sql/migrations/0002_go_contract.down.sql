@@ -36,3 +36,4 @@ END
 $$;
 
 DROP FUNCTION IF EXISTS kanthorq_horizon();
+DROP TABLE IF EXISTS kanthorq_lease;

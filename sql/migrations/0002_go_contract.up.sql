@@ -90,3 +90,12 @@ LANGUAGE sql STABLE PARALLEL RESTRICTED AS $$
         pg_snapshot_xmax(pg_current_snapshot())
     )
 $$;
+
+-- Leases (kanthorq/lease.py): one holder at a time for a named job (retention), with an
+-- expiry by the database's clock; each statement on it is one autocommit statement, so it
+-- works through a transaction pooler.
+CREATE TABLE IF NOT EXISTS kanthorq_lease (
+    name       VARCHAR(256) NOT NULL PRIMARY KEY,
+    holder     VARCHAR(64)  NOT NULL,
+    expires_at BIGINT       NOT NULL
+);
