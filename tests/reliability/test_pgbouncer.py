@@ -7,13 +7,11 @@ test server, with a pool of a few server connections that every client shares.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -22,7 +20,7 @@ import pytest
 import kanthorq
 from kanthorq.publisher import channel
 from kanthorq.sqlfiles import migrations
-from tests.conftest import Running, wait_until, with_database
+from tests.conftest import Running, scratch_database, wait_until, with_database
 from tests.reliability import pgbouncer
 from tests.reliability.pgbouncer import Bouncer
 
@@ -35,7 +33,6 @@ Starter = Callable[..., Awaitable[Running]]
 OPENS = 24
 PUBLISHES = 200
 REFUSED = "unsupported startup parameter"
-_counter = itertools.count()
 
 
 @pytest.fixture
@@ -45,21 +42,6 @@ def bouncer(server_dsn: str) -> Iterator[Bouncer]:
         yield started
     finally:
         started.stop()
-
-
-@asynccontextmanager
-async def unmigrated_database(server_dsn: str) -> AsyncIterator[str]:
-    """An empty database on the test server (its name), dropped afterwards."""
-    name = f"kq_pgb_{os.getpid()}_{next(_counter)}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-        try:
-            yield name
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def database_of(dsn: str) -> str:
@@ -84,7 +66,8 @@ async def open_all(apps: list[kanthorq.App], timeout: float) -> list[str]:
 async def test_concurrent_opens_on_a_fresh_database_all_finish(
     server_dsn: str, bouncer: Bouncer
 ) -> None:
-    async with unmigrated_database(server_dsn) as name:
+    async with scratch_database(server_dsn) as scratch_dsn:
+        name = database_of(scratch_dsn)
         through = bouncer.dsn(name)
         apps = [kanthorq.App(through, pool_size=2, statement_cache_size=0) for _ in range(OPENS)]
         late = kanthorq.App(through, pool_size=1, statement_cache_size=0)
