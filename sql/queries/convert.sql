@@ -52,6 +52,10 @@ matched AS (
     ) AS run
     WHERE s.subject ~ ANY ((SELECT includes FROM consumer)::TEXT[])
       AND NOT s.subject ~ ANY ((SELECT excludes FROM consumer)::TEXT[])
+      -- a task that exists already (a replay) is left out here, where reading it waits for
+      -- nobody: the INSERT's conflict check would wait for a handler's transaction that
+      -- holds its row (ON CONFLICT still covers a task another client adds meanwhile)
+      AND NOT EXISTS (SELECT 1 FROM {{tasks}} AS t WHERE t.event_id = s.id)
 ),
 inserted AS (
     INSERT INTO {{tasks}} (

@@ -89,7 +89,8 @@ async def test_a_worker_paused_in_its_transaction_stalls_nobody(
     make_app: AppFactory, db: asyncpg.Connection
 ) -> None:
     """The exactly-once pattern, paused before COMMIT (SIGSTOP, a VM freeze): its row lock
-    must hold up neither the other workers' loops nor their shutdown. (Its open transaction
+    must hold up neither the other workers' loops (their rescue, and a conversion that meets
+    the task again after a replay) nor their shutdown. (Its open transaction
     does hold back the conversion of events published after it began, by design: those
     here were converted before.)"""
     paused = make_app(poll_interval=0.2)
@@ -116,6 +117,8 @@ async def test_a_worker_paused_in_its_transaction_stalls_nobody(
     await age_running(db, "jobs", 400_000, first)  # long past its deadline
     aged.set()
     await wait_until(holding.is_set)
+    # and a replay makes conversion meet the locked task again
+    assert (await paused.admin.replay("jobs", event_id=first)).updated == 1
 
     healthy = make_app(poll_interval=0.2, shutdown_timeout=5)
 
