@@ -73,7 +73,12 @@ class Completer:
         try:
             changed = await self._queries.complete(self._pool, ids, attempts)
         except DB_ERRORS as exc:
-            logger.warning("could not complete %d tasks, will retry: %s", len(batch), exc)
+            logger.warning(
+                "could not complete %d tasks, will retry: %s: %s",
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
             for key, future in batch.items():
                 self._pending.setdefault(key, future)
             if self._timer is None:

@@ -84,10 +84,11 @@ class Outcomes:
         update below changes nothing if it did commit."""
         if msg.settled is not None and not msg.in_transaction:
             logger.info(
-                "consumer %s: task %s raised after it was settled (%s): %s",
+                "consumer %s: task %s raised after it was settled (%s): %s: %s",
                 self._sub.name,
                 msg.task.event_id,
                 msg.settled.value,
+                type(exc).__name__,
                 exc,
             )
             return
@@ -193,10 +194,11 @@ class Outcomes:
 
     async def discarded(self, msg: Message, exc: BaseException) -> None:
         logger.warning(
-            "consumer %s: task %s discarded after %d attempts: %s",
+            "consumer %s: task %s discarded after %s: %s: %s",
             self._sub.name,
             msg.task.event_id,
-            msg.task.attempt_count,
+            "1 attempt" if msg.task.attempt_count == 1 else f"{msg.task.attempt_count} attempts",
+            type(exc).__name__,
             exc,
         )
         if self._sub.on_discard is None:
