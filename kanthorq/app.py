@@ -8,9 +8,9 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import asyncpg
@@ -31,9 +31,9 @@ from kanthorq.errors import ConfigError, NotOpen, SchemaNotReady
 from kanthorq.ids import validate_name
 from kanthorq.listener import Listener
 from kanthorq.policies import BackoffFn
-from kanthorq.publisher import Item, Notifier, Publisher, channel
+from kanthorq.publisher import Notifier, Publisher, channel
+from kanthorq.publishing import Publishing
 from kanthorq.retention import RetentionPolicy, RetentionRunner, seconds_of
-from kanthorq.schedule import schedule_ms
 from kanthorq.store import Registry
 from kanthorq.subscription import DiscardHook, Handler, Subscription, make_subscription
 from kanthorq.worker import ConsumerWorker
@@ -48,7 +48,7 @@ DEFAULT_MAX_BODY = 8 * 1024 * 1024
 WORKER_STATEMENT_TIMEOUT = 60.0
 
 
-class App:
+class App(Publishing):
     """A kanthorq application.
 
     ``dsn``: a ``postgresql://`` URI; else ``$KANTHORQ_DSN``; else the embedded server.
@@ -303,45 +303,6 @@ class App:
         if self._publisher is None:
             raise NotOpen()
         return self._publisher
-
-    # ---- publishing -----------------------------------------------------------------
-
-    async def publish(
-        self,
-        subject: str,
-        body: Any = b"",
-        *,
-        stream: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        conn: Conn | None = None,
-        delay: float | None = None,
-        at: datetime | None = None,
-    ) -> str:
-        """Append one event; return its id. With ``conn=``, it joins that transaction.
-
-        ``delay`` (seconds) or ``at`` (an aware datetime): every consumer's task for the
-        event becomes runnable then, not now.
-        """
-        schedule = schedule_ms(delay, at, self._clock.now_ms())
-        return await self._require_publisher().publish(
-            self.stream if stream is None else stream, subject, body, metadata, conn, schedule
-        )
-
-    async def publish_many(
-        self,
-        items: Iterable[Item],
-        *,
-        stream: str | None = None,
-        conn: Conn | None = None,
-        delay: float | None = None,
-        at: datetime | None = None,
-    ) -> list[str]:
-        """Append many events with one COPY; return their ids in order. ``delay`` and ``at``
-        schedule every one of them, as in :meth:`publish`."""
-        schedule = schedule_ms(delay, at, self._clock.now_ms())
-        return await self._require_publisher().publish_many(
-            self.stream if stream is None else stream, items, conn, schedule
-        )
 
     # ---- running --------------------------------------------------------------------
 

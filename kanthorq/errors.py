@@ -54,6 +54,11 @@ class SchemaNotReady(KanthorQError):
     """The database lacks kanthorq's schema: run `kanthorq migrate up`, or App(migrate=True)."""
 
 
+class StreamNotReady(KanthorQError):
+    """The stream's table lacks what this needs, and it cannot be added from inside the
+    caller's transaction."""
+
+
 class UnknownStream(KanthorQError, LookupError):
     """No stream has this name."""
 

@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from kanthorq import dedup
 from kanthorq.clock import DbClock
 from kanthorq.database import (
     DB_ERRORS,
@@ -272,32 +273,56 @@ class Publisher:
         metadata: dict[str, Any] | None,
         conn: Conn | None,
         schedule: int | None = None,
-    ) -> str:
+        key: str | None = None,
+    ) -> tuple[str, bool]:
+        """The event's id, and whether it was written (False: ``key`` is taken, and the id
+        is that of the event holding it)."""
         validate_name(stream, "stream")
+        if key is not None:
+            dedup.check_key(key)
         content = _content(subject, body, metadata, self._max_body, schedule)
         db = self._pool if conn is None else conn
-        made: list[str] = []
+        made: list[tuple[str, bool]] = []
 
         async def insert(ref: StreamRef) -> None:
             [row] = self._rows(ref, [content])
-            made[:] = [row[0]]
-            await db.execute(render("publish_one", stream_id=ref.id), *row)
+            if key is None:
+                await db.execute(render("publish_one", stream_id=ref.id), *row)
+                made[:] = [(row[0], True)]
+            else:
+                made[:] = [await dedup.write_one(db, ref.id, row, key)]
 
-        await self._write(stream, conn, insert)
+        await self._write(stream, conn, insert, keyed=key is not None)
         return made[0]
 
     async def publish_many(
-        self, stream: str, items: Iterable[Item], conn: Conn | None, schedule: int | None = None
-    ) -> list[str]:
+        self,
+        stream: str,
+        items: Iterable[Item],
+        conn: Conn | None,
+        schedule: int | None = None,
+        keys: Sequence[str | None] | None = None,
+    ) -> tuple[list[str], list[bool] | None]:
+        """The events' ids, and for a batch with keys whether each was written (see
+        :meth:`publish`; None: every one was). One COPY when no item has a key."""
         validate_name(stream, "stream")
         batch = items if isinstance(items, list | tuple) else list(items)
+        checked = None if keys is None else dedup.check_keys(keys, len(batch))
         contents = _contents(batch, self._max_body, schedule)
         if not contents:
-            return []
+            return [], None
+        keyed = checked is not None and any(k is not None for k in checked)
         made: list[str] = []
+        created: list[bool] = []
 
-        async def copy(ref: StreamRef) -> None:
+        async def write(ref: StreamRef) -> None:
             rows = self._rows(ref, contents)
+            if keyed:
+                assert checked is not None
+                pairs = await dedup.write_many(conn or self._pool, ref.id, rows, checked)
+                made[:] = [event_id for event_id, _ in pairs]
+                created[:] = [new for _, new in pairs]
+                return
             made[:] = [row[0] for row in rows]
             if conn is not None:
                 await self._copy(conn, ref, rows)
@@ -305,11 +330,16 @@ class Publisher:
             async with self._pool.acquire() as own:
                 await self._copy(own, ref, rows)
 
-        await self._write(stream, conn, copy)
-        return made
+        await self._write(stream, conn, write, keyed=keyed)
+        return made, created if keyed else None
 
     async def _write(
-        self, stream: str, conn: Conn | None, write: Callable[[StreamRef], Awaitable[None]]
+        self,
+        stream: str,
+        conn: Conn | None,
+        write: Callable[[StreamRef], Awaitable[None]],
+        *,
+        keyed: bool = False,
     ) -> None:
         """``write`` the stream's rows, then notify its workers (after the commit when the
         publisher owns the transaction, else inside the caller's). A database failure is a
@@ -320,7 +350,12 @@ class Publisher:
         step: Step = "stream"
         with own_statement(), noting_connect_failures() as connect_failures:
             try:
-                ref = await self._registry.stream(stream, via=conn)
+                # keys need the stream's dedup_key column and index (another client's table
+                # may lack them until they are added)
+                if keyed:
+                    ref = await self._registry.prepared_stream(stream, via=conn)
+                else:
+                    ref = await self._registry.stream(stream, via=conn)
                 step = "write"
                 try:
                     await write(ref)

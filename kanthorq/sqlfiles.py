@@ -43,7 +43,11 @@ def quote_ident(name: str) -> str:
 
 def stream_names(stream_id: str) -> dict[str, str]:
     table = table_name(stream_id)
-    return {"stream": quote_ident(table), "stream_txid_idx": quote_ident(f"{table}_txid")}
+    return {
+        "stream": quote_ident(table),
+        "stream_txid_idx": quote_ident(f"{table}_txid"),
+        "stream_dedup_idx": quote_ident(f"{table}_dedup"),
+    }
 
 
 def task_names(consumer_id: str) -> dict[str, str]:

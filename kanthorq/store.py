@@ -19,7 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from kanthorq import tables
 from kanthorq.entities import Event, Task, TaskState
-from kanthorq.errors import ConsumerConflict
+from kanthorq.errors import ConsumerConflict, StreamNotReady
 from kanthorq.ids import event_id_at, new_id
 from kanthorq.sqlfiles import load, render
 
@@ -70,6 +70,7 @@ class Registry:
         self._pool = pool
         self._connect = connect
         self._streams: dict[str, StreamRef] = {}
+        self._prepared: set[str] = set()  # streams whose table is complete (tables.py)
 
     async def stream(
         self, name: str, via: asyncpg.Connection | PoolConnectionProxy | None = None
@@ -110,13 +111,38 @@ class Registry:
         """Drop the cached stream ``name`` (its table was dropped): the next use looks it up,
         and creates it again."""
         self._streams.pop(name, None)
+        self._prepared.discard(name)
 
-    async def prepared_stream(self, name: str) -> StreamRef:
-        """The stream, ready for conversion: a table that another client created gets the
-        txid column and its index, online (:mod:`kanthorq.tables`)."""
-        ref = await self.stream(name)
-        async with self._pool.acquire() as conn:
-            await tables.complete(conn, tables.stream_spec(ref.id))
+    async def prepared_stream(
+        self, name: str, via: asyncpg.Connection | PoolConnectionProxy | None = None
+    ) -> StreamRef:
+        """The stream, ready for conversion and keyed publishing: a table that another
+        client created gets the columns and indexes it lacks, online
+        (:mod:`kanthorq.tables`), on a connection of its own (never the pool's, which a
+        caller publishing in its transaction may hold).
+
+        Not from inside a caller's transaction (``via`` in one): building an index
+        concurrently waits for every open transaction, the caller's too. Such a table is
+        refused with :class:`StreamNotReady`; publishing outside a transaction once, or
+        starting a consumer of the stream, completes it."""
+        ref = await self.stream(name, via=via)
+        if name not in self._prepared and via is not None and via.is_in_transaction():
+            if not await tables.is_complete(via, tables.stream_spec(ref.id)):
+                raise StreamNotReady(
+                    f"stream {name!r} was created by another client (KanthorQ for Go, or an "
+                    "earlier kanthorq) and lacks the index that deduplication keys need, "
+                    "which cannot be built from inside your transaction; publish with a key "
+                    "once outside a transaction, or start a consumer of the stream, and it "
+                    "is added online"
+                )
+            self._prepared.add(name)
+        if name not in self._prepared:
+            conn = await self._connect()
+            try:
+                await tables.complete(conn, tables.stream_spec(ref.id))
+            finally:
+                await conn.close()
+            self._prepared.add(name)
         return ref
 
     async def consumer(self, spec: ConsumerSpec) -> ConsumerQueries:

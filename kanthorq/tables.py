@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ LOCK_TIMEOUT_MS = 500  # the longest a column's ALTER waits for its lock before 
 MAX_WAIT = 300.0  # seconds to complete a table (lock retries, another process's index build)
 _RETRY = 0.25
 
-_CREATE_INDEX = "CREATE INDEX IF NOT EXISTS "
+_CREATE_INDEX = re.compile(r"CREATE (UNIQUE )?INDEX IF NOT EXISTS ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +46,15 @@ def stream_spec(stream_id: str) -> TableSpec:
     return TableSpec(
         table=stream_names(stream_id)["stream"],
         create=render("stream_table", stream_id=stream_id),
-        columns=("txid",),
+        columns=("txid", "dedup_key"),
         add_columns=render("stream_columns", stream_id=stream_id),
         indexes={
             stream_names(stream_id)["stream_txid_idx"]: render(
                 "stream_index_txid", stream_id=stream_id
-            )
+            ),
+            stream_names(stream_id)["stream_dedup_idx"]: render(
+                "stream_index_dedup", stream_id=stream_id
+            ),
         },
     )
 
@@ -78,15 +82,26 @@ async def create(conn: Conn, spec: TableSpec) -> None:
 
 
 def concurrently(statement: str) -> str:
-    """A ``CREATE INDEX IF NOT EXISTS`` statement (after its comment lines) as ``CREATE
-    INDEX CONCURRENTLY``."""
+    """A ``CREATE [UNIQUE] INDEX IF NOT EXISTS`` statement (after its comment lines) as
+    ``CREATE [UNIQUE] INDEX CONCURRENTLY``."""
     lines = statement.strip().splitlines()
     while lines and lines[0].lstrip().startswith("--"):
         lines.pop(0)
-    text = "\n".join(lines)
-    if not text.startswith(_CREATE_INDEX):
+    found = _CREATE_INDEX.match("\n".join(lines))
+    if found is None:
         raise ValueError(f"not a CREATE INDEX IF NOT EXISTS statement: {statement[:60]!r}")
-    return "CREATE INDEX CONCURRENTLY IF NOT EXISTS " + text.removeprefix(_CREATE_INDEX)
+    text = "\n".join(lines)
+    return f"CREATE {found.group(1) or ''}INDEX CONCURRENTLY IF NOT EXISTS " + text[found.end() :]
+
+
+async def is_complete(conn: Conn, spec: TableSpec) -> bool:
+    """Whether the table exists with every column and valid index it needs (a catalog read
+    that takes no lock: it may run in any transaction)."""
+    state = await conn.fetchrow(
+        load("table_state"), spec.table, list(spec.columns), list(spec.indexes)
+    )
+    assert state is not None
+    return bool(state["present"]) and _next_step(spec, state) is None
 
 
 async def complete(conn: Conn, spec: TableSpec) -> bool:

@@ -78,6 +78,7 @@ def test_render_names() -> None:
     assert stream_names(STREAM_ID) == {
         "stream": f'"kanthorq_{STREAM_ID}"',
         "stream_txid_idx": f'"kanthorq_{STREAM_ID}_txid"',
+        "stream_dedup_idx": f'"kanthorq_{STREAM_ID}_dedup"',
     }
     assert task_names(CONSUMER_ID)["tasks"] == f'"kanthorq_{CONSUMER_ID}"'
     # indexes and tables stay within PostgreSQL's 63 bytes (no silent truncation)
