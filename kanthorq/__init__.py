@@ -5,6 +5,7 @@ import logging
 from kanthorq.app import App
 from kanthorq.entities import Event, Task, TaskState
 from kanthorq.errors import Discard, KanthorQError, PayloadTooLarge, PublishError, Retry
+from kanthorq.limits import Rate
 from kanthorq.message import Message
 from kanthorq.policies import Exponential, Fixed, Linear
 
@@ -22,6 +23,7 @@ __all__ = [
     "Message",
     "PayloadTooLarge",
     "PublishError",
+    "Rate",
     "Retry",
     "Task",
     "TaskState",

@@ -29,6 +29,7 @@ from kanthorq.database import (
 )
 from kanthorq.errors import ConfigError, NotOpen, SchemaNotReady
 from kanthorq.ids import validate_name
+from kanthorq.limits import Rate
 from kanthorq.listener import Listener
 from kanthorq.policies import BackoffFn
 from kanthorq.publisher import Notifier, Publisher, channel
@@ -135,8 +136,12 @@ class App(Publishing):
         concurrency: int = 10,
         visibility_timeout: float = 300.0,
         on_discard: DiscardHook | None = None,
+        max_running: int | None = None,
+        rate: Rate | None = None,
     ) -> Callable[[H], H]:
-        """Register an async handler for the events whose subjects match ``subjects``."""
+        """Register an async handler for the events whose subjects match ``subjects``.
+        ``max_running`` and ``rate``: limits across every worker of the consumer
+        (:mod:`kanthorq.limits`), beside each process's ``concurrency``."""
 
         def decorator(fn: H) -> H:
             sub = make_subscription(
@@ -150,6 +155,8 @@ class App(Publishing):
                 concurrency=concurrency,
                 visibility_timeout=visibility_timeout,
                 on_discard=on_discard,
+                max_running=max_running,
+                rate=rate,
             )
             if sub.name in self._subscriptions:
                 raise ConfigError(

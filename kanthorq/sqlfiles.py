@@ -57,6 +57,7 @@ def task_names(consumer_id: str) -> dict[str, str]:
         "tasks_state_idx": quote_ident(f"{table}_state"),
         "tasks_ready_idx": quote_ident(f"{table}_ready"),
         "tasks_running_idx": quote_ident(f"{table}_running"),
+        "tasks_attempted_idx": quote_ident(f"{table}_attempted"),
     }
 
 

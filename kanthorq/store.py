@@ -21,7 +21,8 @@ from kanthorq import tables
 from kanthorq.entities import Event, Task, TaskState
 from kanthorq.errors import ConsumerConflict, StreamNotReady
 from kanthorq.ids import event_id_at, new_id
-from kanthorq.sqlfiles import load, render
+from kanthorq.limits import NO_LIMITS, Limits
+from kanthorq.sqlfiles import load, render, task_names
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class ConsumerSpec:
     excludes: tuple[str, ...]
     attempt_max: int
     visibility_timeout_ms: int
+    limits: Limits = NO_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,7 @@ class Registry:
                     event_id_at(stream.created_at),
                     spec.attempt_max,
                     spec.visibility_timeout_ms,
+                    *spec.limits.claim_args(),
                 )
                 if row is None:
                     other = await conn.fetchrow(load("consumer_get"), spec.name)
@@ -172,13 +175,14 @@ class Registry:
                         f"{other['stream_name'] if other else '?'!r}, not on {spec.stream!r}; "
                         "pick another consumer name"
                     )
-                table = tables.task_spec(row["id"])
+                # a rate-limited consumer's claims count the recent ones: attempted_at's index
+                table = tables.task_spec(row["id"], rate=spec.limits.rate is not None)
                 # DDL locks the table even when everything exists, so it would wait for (and
                 # queue every claim and ack behind) any open transaction that wrote it
                 if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table.table):
                     await tables.create(conn, table)
             await tables.complete(conn, table)  # a table another client created
-        return ConsumerQueries(spec.name, stream.id, row["id"])
+        return ConsumerQueries(spec.name, stream.id, row["id"], spec.limits)
 
 
 _UNDECODABLE = object()
@@ -273,10 +277,14 @@ def _claimed(row: asyncpg.Record) -> Claimed:
 class ConsumerQueries:
     """The statements of one consumer, rendered once for its stream and task tables."""
 
-    def __init__(self, name: str, stream_id: str, consumer_id: str) -> None:
+    def __init__(
+        self, name: str, stream_id: str, consumer_id: str, limits: Limits = NO_LIMITS
+    ) -> None:
         self.name = name
         self.stream_id = stream_id
         self.consumer_id = consumer_id
+        self.limits = limits
+        self._table = task_names(consumer_id)["tasks"]
         ids = {"stream_id": stream_id, "consumer_id": consumer_id}
         self._convert = render("convert", **ids)
         self._claim = render("claim", **ids)
@@ -317,9 +325,16 @@ class ConsumerQueries:
     async def claim(
         self, db: Executor, limit: int, visibility_timeout_ms: int = 0
     ) -> list[Claimed]:
-        """Claim up to ``limit`` runnable tasks, each with its deadline
-        ``visibility_timeout_ms`` from now."""
-        rows = await db.fetch(self._claim, limit, visibility_timeout_ms)
+        """Claim up to ``limit`` runnable tasks (fewer when the consumer's limits across
+        workers allow fewer), each with its deadline ``visibility_timeout_ms`` from now."""
+        rows = await db.fetch(
+            self._claim,
+            limit,
+            visibility_timeout_ms,
+            *self.limits.claim_args(),
+            self.name,
+            self._table,
+        )
         return [_claimed(row) for row in rows]
 
     async def complete(

@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 
 from kanthorq.errors import MAX_DELAY, ConfigError
 from kanthorq.ids import validate_name
+from kanthorq.limits import NO_LIMITS, Limits, Rate
 from kanthorq.message import Message
 from kanthorq.policies import BackoffFn, Exponential
 from kanthorq.store import ConsumerSpec
@@ -38,6 +39,7 @@ class Subscription:
     concurrency: int
     visibility_timeout: float
     on_discard: DiscardHook | None
+    limits: Limits = NO_LIMITS
 
     @property
     def attempt_max(self) -> int:
@@ -51,6 +53,7 @@ class Subscription:
             excludes=self.excludes,
             attempt_max=self.attempt_max,
             visibility_timeout_ms=round(self.visibility_timeout * 1000),
+            limits=self.limits,
         )
 
 
@@ -98,6 +101,8 @@ def make_subscription(
     concurrency: int,
     visibility_timeout: float,
     on_discard: DiscardHook | None,
+    max_running: int | None = None,
+    rate: Rate | None = None,
 ) -> Subscription:
     if not inspect.iscoroutinefunction(fn):
         raise ConfigError(
@@ -131,4 +136,5 @@ def make_subscription(
         concurrency=concurrency,
         visibility_timeout=float(visibility_timeout),
         on_discard=on_discard,
+        limits=Limits.build(max_running, rate),
     )

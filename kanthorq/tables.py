@@ -59,18 +59,24 @@ def stream_spec(stream_id: str) -> TableSpec:
     )
 
 
-def task_spec(consumer_id: str) -> TableSpec:
+def task_spec(consumer_id: str, *, rate: bool = False) -> TableSpec:
+    """``rate``: the consumer is rate-limited, and needs attempted_at's index too."""
     names = task_names(consumer_id)
+    indexes = {
+        names["tasks_state_idx"]: render("task_index_state", consumer_id=consumer_id),
+        names["tasks_ready_idx"]: render("task_index_ready", consumer_id=consumer_id),
+        names["tasks_running_idx"]: render("task_index_running", consumer_id=consumer_id),
+    }
+    if rate:
+        indexes[names["tasks_attempted_idx"]] = render(
+            "task_index_attempted", consumer_id=consumer_id
+        )
     return TableSpec(
         table=names["tasks"],
         create=render("task_table", consumer_id=consumer_id),
         columns=("deadline_at",),
         add_columns=render("task_columns", consumer_id=consumer_id),
-        indexes={
-            names["tasks_state_idx"]: render("task_index_state", consumer_id=consumer_id),
-            names["tasks_ready_idx"]: render("task_index_ready", consumer_id=consumer_id),
-            names["tasks_running_idx"]: render("task_index_running", consumer_id=consumer_id),
-        },
+        indexes=indexes,
     )
 
 

@@ -177,7 +177,8 @@ class ConsumerWorker:
     async def _convert(self) -> None:
         """One batch per step, so claims (and a shutdown) never wait behind a backlog."""
         free = 0 if self._stopping.is_set() else self.sub.concurrency - len(self._handlers)
-        want = min(max(free, 0), CLAIM_BATCH)
+        # a consumer with limits across workers claims only through claim.sql, its budget
+        want = 0 if self.sub.limits.any else min(max(free, 0), CLAIM_BATCH)
         result = await self.queries.convert(self._pool, CONVERT_BATCH, want, self._vt_ms)
         if result.takeover:
             await self._take_over()

@@ -49,7 +49,8 @@ async def seeded(make_app: Any, db: asyncpg.Connection) -> tuple[str, str]:
 
 STATEMENTS = {
     "convert": ("c", 1000, 20, 300_000),
-    "claim": (20, 300_000),
+    "claim": (20, 300_000, 0, 0, 0, "c", "TABLE"),
+    "claim limited": (20, 300_000, 5, 100, 1000, "c", "TABLE"),
     "next_due": (),
     "rescue": (4, "c"),
     "complete": (["event_x"], [1]),
@@ -62,10 +63,11 @@ async def test_no_sequential_scan_of_a_task_or_stream_table(
 ) -> None:
     stream_id, consumer_id = seeded
     tables = {f"kanthorq_{stream_id}", f"kanthorq_{consumer_id}"}
-    sql = render(name, stream_id=stream_id, consumer_id=consumer_id)
+    sql = render(name.split()[0], stream_id=stream_id, consumer_id=consumer_id)
     await db.execute("SET plan_cache_mode = force_generic_plan")
     statement = await db.prepare(f"EXPLAIN (FORMAT JSON) {sql}")
-    raw = await statement.fetchval(*STATEMENTS[name])
+    args = [f'"kanthorq_{consumer_id}"' if a == "TABLE" else a for a in STATEMENTS[name]]
+    raw = await statement.fetchval(*args)
     plan = json.loads(raw)[0]["Plan"]
     scans = [
         n["Relation Name"]

@@ -78,6 +78,10 @@ RECORD_START = E.get("KQ_STARTED", "1") == "1"
     visibility_timeout=float(E.get("KQ_VT", "300")),
     max_retries=int(E.get("KQ_MAX_RETRIES", "20")),
     backoff=kanthorq.Fixed(delay=float(E.get("KQ_BACKOFF", "0.2"))),
+    max_running=int(E["KQ_MAX_RUNNING"]) if E.get("KQ_MAX_RUNNING") else None,
+    rate=kanthorq.Rate(int(E["KQ_RATE"].split("/")[0]), float(E["KQ_RATE"].split("/")[1]))
+    if E.get("KQ_RATE")
+    else None,
 )
 async def handle(msg: kanthorq.Message) -> None:
     body = msg.json()
