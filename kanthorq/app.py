@@ -8,9 +8,9 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import asyncpg
@@ -31,6 +31,7 @@ from kanthorq.errors import ConfigError, NotOpen, SchemaNotReady
 from kanthorq.ids import validate_name
 from kanthorq.limits import Rate
 from kanthorq.listener import Listener
+from kanthorq.periodic import PeriodicRunner, Schedule, make_schedule
 from kanthorq.policies import BackoffFn
 from kanthorq.publisher import Notifier, Publisher, channel
 from kanthorq.publishing import Publishing
@@ -116,10 +117,12 @@ class App(Publishing):
         self._open_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._admin: Admin | None = None
         self._retention: dict[str, RetentionPolicy] = {}
+        self._schedules: dict[str, Schedule] = {}
         self._stop_requested = False  # shutdown() was called, maybe before run() started
         self._stop: asyncio.Event | None = None  # the running run()'s, in its event loop
         self.workers: dict[str, ConsumerWorker] = {}
         self.retention: RetentionRunner | None = None  # while run() applies retention
+        self.periodic_runner: PeriodicRunner | None = None  # while run() publishes ticks
         self.listener: Listener | None = None
 
     # ---- subscriptions --------------------------------------------------------------
@@ -171,6 +174,44 @@ class App(Publishing):
     @property
     def subscriptions(self) -> dict[str, Subscription]:
         return dict(self._subscriptions)
+
+    def periodic(
+        self,
+        cron: str | None = None,
+        subject: str | None = None,
+        *,
+        every: timedelta | None = None,
+        body: Any = b"",
+        metadata: dict[str, Any] | None = None,
+        stream: str | None = None,
+        name: str | None = None,
+        tz: str | tzinfo = "UTC",
+        catch_up: bool | int = False,
+        consumer: str | None = None,
+    ) -> Callable[[H], H]:
+        """Publish ``subject`` (with ``body``) at every tick of a 5-field ``cron`` expression
+        in ``tz``, or ``every`` interval, while the app runs: once per tick in all,
+        whatever number of processes run it (:mod:`kanthorq.periodic`). ``catch_up``: after
+        downtime, every missed tick (up to a bound, or this many), not only the latest.
+        Used as a decorator, it also subscribes the handler to the ticks (``consumer``:
+        its consumer's name, else the handler's)."""
+        if subject is None:
+            raise ConfigError("periodic() needs the subject of the events it publishes")
+        schedule = make_schedule(
+            cron,
+            subject,
+            every=every,
+            body=body,
+            metadata=metadata,
+            stream=self.stream if stream is None else stream,
+            name=name,
+            tz=tz,
+            catch_up=catch_up,
+        )
+        if schedule.name in self._schedules:
+            raise ConfigError(f"schedule {schedule.name!r} exists already; give it a name=")
+        self._schedules[schedule.name] = schedule
+        return self.subscribe(schedule.subject, consumer=consumer, stream=schedule.stream)
 
     def retain(
         self,
@@ -326,8 +367,10 @@ class App(Publishing):
     async def run(self, consumers: Sequence[str] | None = None) -> None:
         """Run the workers until :meth:`shutdown` or cancellation, then shut down gracefully."""
         subs = self._selected(consumers)
-        if not subs:
-            raise ConfigError("this app has no subscriptions to run; use @app.subscribe(...)")
+        if not subs and not self._schedules:
+            raise ConfigError(
+                "this app has nothing to run; use @app.subscribe(...) or app.periodic(...)"
+            )
         if self._stop is not None:
             raise ConfigError(
                 "this app is running already; run it once, or give another App the other "
@@ -377,18 +420,25 @@ class App(Publishing):
                     tg.start_soon(self.listener.run)
                     for worker in workers:
                         tg.start_soon(worker.run)
-                    if self._retention:
-                        self.retention = RetentionRunner(
-                            self.admin,
-                            self.pool,
-                            list(self._retention.values()),
-                            self.retention_interval,
-                        )
-                        tg.start_soon(self.retention.run, stop)
+                    self._start_jobs(tg, stop)
                     await stop.wait()
                     self._stop_all()
             finally:
                 self._stop_all()
+
+    def _start_jobs(self, tg: anyio.abc.TaskGroup, stop: asyncio.Event) -> None:
+        """What runs beside the workers: retention, the schedules' ticks."""
+        if self._retention:
+            self.retention = RetentionRunner(
+                self.admin, self.pool, list(self._retention.values()), self.retention_interval
+            )
+            tg.start_soon(self.retention.run, stop)
+        if self._schedules:
+            assert self._registry is not None
+            self.periodic_runner = PeriodicRunner(
+                self, self._registry, self._clock, list(self._schedules.values())
+            )
+            tg.start_soon(self.periodic_runner.run, stop)
 
     @contextlib.asynccontextmanager
     async def _worker_pool(self, consumers: int) -> AsyncIterator[asyncpg.Pool]:

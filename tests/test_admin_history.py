@@ -224,6 +224,8 @@ async def test_drop_consumer_and_stream_need_confirmation_and_remove_everything(
         "kanthorq_migration_pkey",
         "kanthorq_lease",
         "kanthorq_lease_pkey",
+        "kanthorq_schedule",
+        "kanthorq_schedule_pkey",
     }
 
 

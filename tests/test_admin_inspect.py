@@ -285,7 +285,7 @@ async def test_show_as_dict_is_json(app: kanthorq.App) -> None:
     await app.publish("order.created", b"")
     await register(app)
     data = json.loads(json.dumps((await app.admin.show()).as_dict()))
-    assert set(data) == {"now", "exact_limit", "streams", "consumers"}
+    assert set(data) == {"now", "exact_limit", "streams", "consumers", "schedules"}
     assert data["streams"][0]["events"] == 1
     assert data["consumers"][0]["lag"] == 1
     assert data["consumers"][0]["tasks"] == ZERO_STATES

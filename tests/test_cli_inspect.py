@@ -123,7 +123,7 @@ def test_show_json(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
     result = run(capsys, "show", "--json", "--dsn", seeded.dsn)
     assert result.code == 0, result
     data = json.loads(result.out)
-    assert set(data) == {"now", "exact_limit", "streams", "consumers"}
+    assert set(data) == {"now", "exact_limit", "streams", "consumers", "schedules"}
     (stream,) = data["streams"]
     assert stream["name"] == "default"
     assert stream["events"] == 12

@@ -16,7 +16,7 @@ from kanthorq import migrate
 from kanthorq.errors import SchemaNotReady
 from kanthorq.sqlfiles import migrations
 from kanthorq.store import ConsumerSpec
-from tests.conftest import registry, scratch_database
+from tests.conftest import registry, scratch_database, wait_until
 
 
 @pytest.fixture
@@ -326,11 +326,15 @@ async def test_a_failing_migration_leaves_nothing_behind(server_dsn: str) -> Non
                 await app.open()
             with pytest.raises(kanthorq.KanthorQError, match="not open"):
                 await app.publish("a.b", b"x")
-            others = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            # the app's connection is closed: its backend goes (it exits a moment after the
+            # socket closes, so this waits for it rather than reading at once)
+            await wait_until(
+                lambda: conn.fetchval(
+                    "SELECT count(*) = 0 FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ),
+                timeout=5,
             )
-            assert others == 0
             assert (
                 await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
                 == 0

@@ -9,7 +9,14 @@ import asyncpg
 from kanthorq.admin.base import AdminBase, ConsumerInfo
 from kanthorq.admin.filters import TaskFilter, state_name
 from kanthorq.admin.overview import OverviewReader
-from kanthorq.admin.views import EventView, Overview, TaskDetail, TaskView, decode_json
+from kanthorq.admin.views import (
+    EventView,
+    Overview,
+    ScheduleOverview,
+    TaskDetail,
+    TaskView,
+    decode_json,
+)
 from kanthorq.entities import ATTEMPT_BASE_KEY
 from kanthorq.errors import ConfigError, UnknownStream
 from kanthorq.ids import validate_name
@@ -154,7 +161,14 @@ class Inspection(AdminBase):
             consumers = [
                 await reader.consumer(row, by_id.get(row["stream_id"])) for row in consumer_rows
             ]
-        return Overview(now, limit, streams, consumers)
+            schedules = [
+                ScheduleOverview(
+                    r["name"], r["stream"], r["subject"], r["spec"], r["last_tick"], r["next_tick"]
+                )
+                for r in await conn.fetch(load("schedule_list"))
+                if stream is None or r["stream"] == stream
+            ]
+        return Overview(now, limit, streams, consumers, schedules)
 
     async def list_tasks(
         self,

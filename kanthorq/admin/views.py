@@ -140,6 +140,19 @@ class ConsumerOverview:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleOverview:
+    """One schedule of periodic events (kanthorq/periodic.py): its last tick published and
+    the next one (ms; 0 when none yet)."""
+
+    name: str
+    stream: str
+    subject: str
+    spec: str
+    last_tick: int
+    next_tick: int
+
+
+@dataclass(frozen=True, slots=True)
 class Overview:
     """Every stream and consumer, read in one snapshot at ``now``. Counts are exact up to
     ``exact_limit``; larger ones are estimates from PostgreSQL's statistics."""
@@ -148,6 +161,7 @@ class Overview:
     exact_limit: int
     streams: list[StreamOverview]
     consumers: list[ConsumerOverview]
+    schedules: list[ScheduleOverview] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

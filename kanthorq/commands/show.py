@@ -7,7 +7,7 @@ from typing import Any
 
 from kanthorq.admin import Admin
 from kanthorq.admin.overview import STATE_ORDER
-from kanthorq.admin.views import ConsumerOverview, Overview, StreamOverview
+from kanthorq.admin.views import ConsumerOverview, Overview, ScheduleOverview, StreamOverview
 from kanthorq.commands.common import FMT, emit, json_option, run_admin, table
 from kanthorq.commands.formatting import count, duration, moment, one_line
 from kanthorq.ids import validate_name
@@ -95,6 +95,17 @@ def _states_row(consumer: ConsumerOverview) -> list[str]:
     return cells
 
 
+def _schedule_row(schedule: ScheduleOverview, now: int) -> list[str]:
+    return [
+        schedule.name,
+        schedule.stream,
+        one_line(schedule.subject, 40),
+        schedule.spec,
+        moment(schedule.last_tick, now) if schedule.last_tick else "-",
+        moment(schedule.next_tick, now) if schedule.next_tick else "-",
+    ]
+
+
 def render(overview: Overview) -> str:
     """The overview as text for a terminal: streams, consumers, and tasks per state."""
     if not overview.streams and not overview.consumers:
@@ -113,6 +124,13 @@ def render(overview: Overview) -> str:
         parts += ["", *notes] if notes else []
     else:
         parts += ["", "no consumers yet: running an app's workers registers them"]
+    if overview.schedules:
+        headers = ["SCHEDULE", "STREAM", "SUBJECT", "WHEN", "LAST TICK", "NEXT TICK"]
+        parts += [
+            "",
+            "SCHEDULES",
+            table(headers, [_schedule_row(s, now) for s in overview.schedules]),
+        ]
     if any(s.estimated for s in overview.streams) or any(c.estimated for c in overview.consumers):
         parts += [
             "",

@@ -66,6 +66,12 @@ app = kanthorq.App(
 )
 if E.get("KQ_RETAIN_TASKS"):
     app.retain(tasks=float(E["KQ_RETAIN_TASKS"]))
+if E.get("KQ_PERIODIC_EVERY"):
+    from datetime import timedelta
+
+    app.periodic(
+        subject="beat.tick", every=timedelta(seconds=float(E["KQ_PERIODIC_EVERY"])), name="beat"
+    )
 SLEEP_MS = float(E.get("KQ_SLEEP_MS", "0"))
 LONG_MS = float(E.get("KQ_LONG_MS", "0"))
 RECORD_START = E.get("KQ_STARTED", "1") == "1"
