@@ -12,7 +12,7 @@ from typing import Any
 # results[workload][series] = one dict of figures per round it ran in (with "round")
 Results = dict[str, dict[str, list[dict[str, Any]]]]
 
-SERIES_ORDER = ("kanthorq", "pgqueuer", "procrastinate", "raw")
+SERIES_ORDER = ("kanthorq", "kanthorq+keys", "pgqueuer", "procrastinate", "raw")
 METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     "W1": (("events_per_s", "events/s"),),
     "W2": (
@@ -96,6 +96,18 @@ RATIOS = (
         ("W5", "raw", "tx_per_s"),
         "≥ 0.8",
         at_least=0.8,
+    ),
+    Ratio(
+        "W1 with a key per event / without (kanthorq)",
+        ("W1", "kanthorq+keys", "events_per_s"),
+        ("W1", "kanthorq", "events_per_s"),
+        "(stated: what keys cost)",
+    ),
+    Ratio(
+        "W5 with a key per event / without (kanthorq)",
+        ("W5", "kanthorq+keys", "tx_per_s"),
+        ("W5", "kanthorq", "tx_per_s"),
+        "(stated: what keys cost)",
     ),
     Ratio(
         "W6 waiting backlog / W2",
