@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Config:
     backlog: int = 1_000_000  # W6
     backlog_slice: int = 20_000  # the tasks of W6 whose draining is timed
     backlog_rounds: int = 1  # W6 runs in the first rounds only: seeding it is slow
+    idle_seconds: float = 30.0  # W7's measurement
     poll: float = 0.02  # how often the parent asks the database whether all is done
     drain_timeout: float = 900.0
     out: Path = Path("benchmarks/results/latest.json")
@@ -41,3 +42,4 @@ class Config:
         self.publish_seconds = 2.0
         self.backlog = 20_000
         self.backlog_slice = 2_000
+        self.idle_seconds = 5.0

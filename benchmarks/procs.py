@@ -48,6 +48,7 @@ class WorkerProcess:
             f"--mode={opts.mode}",
             f"--concurrency={opts.concurrency}",
             f"--consumers={opts.consumers}",
+            f"--streams={opts.streams}",
         ] + (["--count-queries"] if count_queries else [])
         self.profile = profile
         self.proc: asyncio.subprocess.Process | None = None

@@ -29,6 +29,7 @@ METRICS: dict[str, tuple[tuple[str, str], ...]] = {
         ("rss_peak_mb", "worker peak RSS MB"),
         ("rss_end_mb", "worker RSS end MB"),
     ),
+    "W7": (("tx_per_s", "tx/s while idle"), ("cpu_pct", "worker CPU % while idle")),
 }
 
 
@@ -108,6 +109,34 @@ RATIOS = (
         ("W5", "kanthorq+keys", "tx_per_s"),
         ("W5", "kanthorq", "tx_per_s"),
         "(stated: what keys cost)",
+    ),
+    Ratio(
+        "W7 tx/s, 200 idle consumers on 1 stream (not a ratio)",
+        ("W7", "kanthorq 200 consumers 1 stream", "tx_per_s"),
+        ("", "", ""),
+        "< 20",
+        at_most=20.0,
+    ),
+    Ratio(
+        "W7 tx/s, 200 idle consumers on 200 streams (not a ratio)",
+        ("W7", "kanthorq 200 consumers 200 streams", "tx_per_s"),
+        ("", "", ""),
+        "< 20",
+        at_most=20.0,
+    ),
+    Ratio(
+        "W7 worker CPU %, 200 idle consumers on 1 stream (not a ratio)",
+        ("W7", "kanthorq 200 consumers 1 stream", "cpu_pct"),
+        ("", "", ""),
+        "< 3",
+        at_most=3.0,
+    ),
+    Ratio(
+        "W7 worker CPU %, 200 idle consumers on 200 streams (not a ratio)",
+        ("W7", "kanthorq 200 consumers 200 streams", "cpu_pct"),
+        ("", "", ""),
+        "< 3",
+        at_most=3.0,
     ),
     Ratio(
         "W6 waiting backlog / W2",

@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=("drain", "latency"), default="drain")
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--consumers", type=int, default=1)
+    parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--count-queries", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    opts = WorkerOptions(args.dsn, args.mode, args.concurrency, args.consumers)
+    opts = WorkerOptions(args.dsn, args.mode, args.concurrency, args.consumers, args.streams)
     asyncio.run(serve(args.system, opts, args.count_queries))
 
 

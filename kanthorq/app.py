@@ -33,6 +33,7 @@ from kanthorq.limits import Rate
 from kanthorq.listener import Listener
 from kanthorq.periodic import PeriodicRunner, Schedule, make_schedule
 from kanthorq.policies import BackoffFn
+from kanthorq.poller import Poller
 from kanthorq.publisher import Notifier, Publisher, channel
 from kanthorq.publishing import Publishing
 from kanthorq.retention import RetentionPolicy, RetentionRunner, seconds_of
@@ -123,6 +124,7 @@ class App(Publishing):
         self.workers: dict[str, ConsumerWorker] = {}
         self.retention: RetentionRunner | None = None  # while run() applies retention
         self.periodic_runner: PeriodicRunner | None = None  # while run() publishes ticks
+        self.poller: Poller | None = None  # while run() runs workers
         self.listener: Listener | None = None
 
     # ---- subscriptions --------------------------------------------------------------
@@ -415,9 +417,11 @@ class App(Publishing):
                 poll_interval=self.poll_interval,
             )
             logger.info("running consumers %s", ", ".join(self.workers))
+            self.poller = Poller(worker_pool, workers, self.poll_interval)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self.listener.run)
+                    tg.start_soon(self.poller.run, stop)
                     for worker in workers:
                         tg.start_soon(worker.run)
                     self._start_jobs(tg, stop)

@@ -1,9 +1,11 @@
 """The worker of one consumer: convert events into tasks, claim, run handlers, settle.
 
-It never claims more than its free handler slots, wakes on notifications (``wake``), on
-its own timers (next scheduled task, a converter that was busy) and on a slow poll that
-also rescues tasks past their visibility timeout. Database errors are logged and retried
-with a capped backoff; the loop only ends on :meth:`stop`.
+It never claims more than its free handler slots, and asks nothing of the database while
+idle. It wakes on notifications (``wake``), on its own timers (the next scheduled task, a
+converter that was busy, a handler's deadline) and when the process's poll
+(:mod:`kanthorq.poller`) finds something for it (``polled``): events no notification
+announced, tasks that became runnable, tasks past their deadline to rescue. Database errors
+are logged and retried with a capped backoff; the loop only ends on :meth:`stop`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from kanthorq.entities import Event
 from kanthorq.errors import Discard, Retry, VisibilityTimeout
 from kanthorq.message import Message
 from kanthorq.outcomes import Outcomes, error_record
+from kanthorq.poller import Polled
 from kanthorq.running import Handlers
 from kanthorq.stalls import StallWatch
 from kanthorq.store import Claimed, ConsumerQueries
@@ -67,9 +70,9 @@ class ConsumerWorker:
         self._woken = False  # a step is due now
         self._stopping = asyncio.Event()
         self._convert_due = True
+        self._rescue_due = True  # a poll found running tasks past their deadline
         self._backlog = False  # the last conversion filled its batch: more events wait
         self._more = False
-        self._next_poll = 0.0
         self._next_timer = 0.0
         self._error_backoff = 0.0
         self._waiting_streak = 0
@@ -82,6 +85,27 @@ class ConsumerWorker:
         self._convert_due = True
         self._woken = True
         self._signal.set()
+
+    @property
+    def name(self) -> str:
+        return self.sub.name
+
+    @property
+    def stream_id(self) -> str:
+        return self.queries.stream_id
+
+    @property
+    def consumer_id(self) -> str:
+        return self.queries.consumer_id
+
+    def polled(self, found: Polled) -> None:
+        """What the process's poll found for this consumer: step when there is work."""
+        self._convert_due |= found.convert
+        self._rescue_due |= found.rescue
+        if found.due_in_ms is not None and found.due_in_ms > 0:
+            self._soon(found.due_in_ms / 1000)  # a scheduled task starts on time
+        if found.convert or found.rescue or (found.due_in_ms is not None and found.due_in_ms <= 0):
+            self._step_now()
 
     def stop(self) -> None:
         """Stop claiming; :meth:`run` then drains the running handlers and returns."""
@@ -106,10 +130,8 @@ class ConsumerWorker:
                         exc,
                         extra={"consumer": self.sub.name},
                     )
-                    # neither the timer nor the poll comes back before the backoff is over
-                    retry_at = time.monotonic() + self._error_backoff
-                    self._next_timer = retry_at
-                    self._next_poll = max(self._next_poll, retry_at)
+                    # the timer does not come back before the backoff is over
+                    self._next_timer = time.monotonic() + self._error_backoff
                     self._convert_due = True
                 await self._sleep()
         finally:
@@ -118,10 +140,9 @@ class ConsumerWorker:
 
     async def _step(self) -> None:
         now = time.monotonic()
-        if now >= self._next_poll:
-            self._next_poll = now + self._poll
-            self._convert_due = True
+        if self._rescue_due:
             await self._rescue()
+            self._rescue_due = False
         if now >= self._next_timer and self._next_timer:
             self._next_timer = 0.0
             self._convert_due = True
@@ -137,10 +158,10 @@ class ConsumerWorker:
         await self._fill()
 
     async def _sleep(self) -> None:
+        """Until woken, or the timer (without one: until woken)."""
         while not self._stopping.is_set() and not self._woken:
-            deadline = min(self._next_poll, self._next_timer or self._next_poll)
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
+            timeout = self._next_timer - time.monotonic() if self._next_timer else None
+            if timeout is not None and timeout <= 0:
                 break
             self._signal.clear()
             try:
@@ -240,7 +261,7 @@ class ConsumerWorker:
             return
         due_in_ms = await self.queries.next_due(self._pool)
         if due_in_ms is not None:
-            self._soon(min(max(due_in_ms / 1000, SOON), self._poll))
+            self._soon(max(due_in_ms / 1000, SOON))
 
     async def _take(self, claimed: list[Claimed]) -> bool:
         """Start the handlers of claimed tasks; when the worker stopped while the claim was

@@ -36,6 +36,7 @@ class WorkerOptions:
     mode: str  # "drain": a no-op handler; "latency": the handler reports each body's age
     concurrency: int
     consumers: int
+    streams: int = 1  # kanthorq: the consumers are spread over this many streams (W7)
 
 
 # the worker process calls ``on_body`` with each handled body in latency mode

@@ -46,8 +46,9 @@ def subscribe_all(app: kanthorq.App, opts: WorkerOptions, on_body: OnBody) -> No
         async def handler(msg: kanthorq.Message) -> None:
             return None
 
-    for name in consumer_names(opts.consumers):
-        app.subscribe(SUBJECT, consumer=name, concurrency=opts.concurrency)(handler)
+    for n, name in enumerate(consumer_names(opts.consumers)):
+        stream = app.stream if opts.streams == 1 else f"s{n % opts.streams}"
+        app.subscribe(SUBJECT, consumer=name, stream=stream, concurrency=opts.concurrency)(handler)
 
 
 async def task_tables(conn: asyncpg.Connection) -> list[str]:
