@@ -28,6 +28,7 @@ from kanthorq.database import (
     resolve_statement_cache_size,
 )
 from kanthorq.errors import ConfigError, NotOpen, SchemaNotReady
+from kanthorq.hooks import Hooks
 from kanthorq.ids import validate_name
 from kanthorq.listener import Listener
 from kanthorq.policies import BackoffFn
@@ -120,6 +121,7 @@ class App:
         self.workers: dict[str, ConsumerWorker] = {}
         self.retention: RetentionRunner | None = None  # while run() applies retention
         self.listener: Listener | None = None
+        self.hooks = Hooks()  # metrics, traces, health: kanthorq.hooks
 
     # ---- subscriptions --------------------------------------------------------------
 
@@ -323,7 +325,7 @@ class App:
         event becomes runnable then, not now.
         """
         schedule = schedule_ms(delay, at, self._clock.now_ms())
-        return await self._require_publisher().publish(
+        return await self.hooks.publisher(self._require_publisher()).publish(
             self.stream if stream is None else stream, subject, body, metadata, conn, schedule
         )
 
@@ -339,7 +341,7 @@ class App:
         """Append many events with one COPY; return their ids in order. ``delay`` and ``at``
         schedule every one of them, as in :meth:`publish`."""
         schedule = schedule_ms(delay, at, self._clock.now_ms())
-        return await self._require_publisher().publish_many(
+        return await self.hooks.publisher(self._require_publisher()).publish_many(
             self.stream if stream is None else stream, items, conn, schedule
         )
 
@@ -389,6 +391,7 @@ class App:
                         worker_pool,
                         poll_interval=self.poll_interval,
                         shutdown_timeout=self.shutdown_timeout,
+                        hooks=self.hooks,
                     )
                 )
             self.workers = {w.sub.name: w for w in workers}
@@ -402,6 +405,7 @@ class App:
                 statement_cache_size=self.statement_cache_size,
                 probe=self.pool,
                 poll_interval=self.poll_interval,
+                hooks=self.hooks,
             )
             logger.info("running consumers %s", ", ".join(self.workers))
             try:

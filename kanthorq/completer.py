@@ -12,6 +12,7 @@ import logging
 import asyncpg
 
 from kanthorq.database import DB_ERRORS
+from kanthorq.hooks import Hooks
 from kanthorq.store import ConsumerQueries
 
 logger = logging.getLogger(__name__)
@@ -26,11 +27,13 @@ class Completer:
         *,
         max_batch: int = 100,
         delay: float = 0.005,
+        hooks: Hooks | None = None,
     ) -> None:
         self._queries = queries
         self._pool = pool
         self._max_batch = max_batch
         self._delay = delay
+        self._hooks = Hooks() if hooks is None else hooks
         self._pending: dict[tuple[str, int], asyncio.Future[bool]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
@@ -73,6 +76,7 @@ class Completer:
         try:
             changed = await self._queries.complete(self._pool, ids, attempts)
         except DB_ERRORS as exc:
+            self._hooks.db_error("complete", exc)
             logger.warning(
                 "could not complete %d tasks, will retry: %s: %s",
                 len(batch),

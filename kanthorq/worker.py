@@ -19,6 +19,7 @@ from kanthorq.completer import Completer
 from kanthorq.database import DB_ERRORS
 from kanthorq.entities import Event
 from kanthorq.errors import Discard, Retry, VisibilityTimeout
+from kanthorq.hooks import Hooks, failed_operation
 from kanthorq.message import Message
 from kanthorq.outcomes import Outcomes, error_record
 from kanthorq.running import Handlers
@@ -45,13 +46,15 @@ class ConsumerWorker:
         *,
         poll_interval: float,
         shutdown_timeout: float,
+        hooks: Hooks | None = None,
     ) -> None:
         self.sub = sub
         self.queries = queries
         self._pool = pool
         self._poll = poll_interval
         self._shutdown_timeout = shutdown_timeout
-        self._completer = Completer(queries, pool)
+        self._hooks = Hooks() if hooks is None else hooks
+        self._completer = Completer(queries, pool, hooks=self._hooks)
         self._handlers = Handlers(sub.name)
         self._outcomes = Outcomes(
             sub,
@@ -60,6 +63,7 @@ class ConsumerWorker:
             self._completer,
             lambda delay: self._soon(max(delay, SOON)),
             self._handlers.extended,
+            self._hooks,
         )
         self._stalls = StallWatch(sub.name, after=max(STALL_POLLS * poll_interval, 1.0))
         self._vt_ms = round(sub.visibility_timeout * 1000)
@@ -96,7 +100,9 @@ class ConsumerWorker:
                 try:
                     await self._step()
                     self._error_backoff = 0.0
+                    self._hooks.stepped(self.sub)
                 except DB_ERRORS as exc:
+                    self._hooks.db_error(failed_operation(exc), exc)
                     self._error_backoff = min(max(self._error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
                     logger.warning(
                         "consumer %s: database error, retrying in %.1fs: %s: %s",
@@ -161,6 +167,7 @@ class ConsumerWorker:
 
     async def _rescue(self) -> None:
         retried, discarded = await self.queries.rescue(self._pool, self.sub.attempt_max)
+        self._hooks.rescued(self.sub, retried, len(discarded))
         if retried or discarded:
             logger.warning(
                 "consumer %s: %d tasks past their visibility timeout: %d to retry, %d discarded",
@@ -248,13 +255,15 @@ class ConsumerWorker:
             if claimed:
                 await self._hand_back([self._message(c) for c in claimed])
             return False
+        self._hooks.claimed(self.sub, len(claimed))
         for item in claimed:
             self._start(item)
         return True
 
     def _start(self, item: Claimed) -> None:
         msg = self._message(item)
-        task = asyncio.get_running_loop().create_task(self._execute(item, msg))
+        work = self._hooks.attempt(self.sub, msg, self._execute(item, msg))
+        task = asyncio.get_running_loop().create_task(work)
         self._handlers.add(task, msg, self.sub.visibility_timeout)
         task.add_done_callback(self._done)
 
@@ -343,6 +352,7 @@ class ConsumerWorker:
                 error,
             )
         except DB_ERRORS as exc:
+            self._hooks.db_error("hand_back", exc)
             logger.warning(
                 "consumer %s: could not hand back %d tasks (they return after the "
                 "visibility timeout): %s: %s",
@@ -352,6 +362,7 @@ class ConsumerWorker:
                 exc,
             )
             return
+        self._hooks.handed_back(self.sub, len(handed))
         logger.info("consumer %s: handed back %d running tasks", self.sub.name, len(handed))
 
 
