@@ -200,7 +200,7 @@ class Outcomes:
             self._sub.attempt_max,
             fields["error_type"],
             fields["error_message"],
-            seconds,
+            f"{seconds:.2f}".rstrip("0").rstrip("."),
             fields["retry_at"],
             extra=fields,
         )
