@@ -192,7 +192,7 @@ class Outcomes:
         fields["retry_at"] = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         logger.warning(
             "consumer %s: task %s (%s) failed on attempt %d of %d: %s: %s; it runs again in "
-            "%gs (at %s)",
+            "%ss (at %s)",
             self._sub.name,
             msg.task.event_id,
             msg.task.subject,
