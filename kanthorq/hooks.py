@@ -37,7 +37,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import msgspec
 
@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 Settlement: TypeAlias = Literal["completed", "retried", "discarded", "cancelled"]
 Headers: TypeAlias = Mapping[str, str]
 Work: TypeAlias = Coroutine[Any, Any, None]
+H = TypeVar("H", bound="Hook")
 
 EVENTS = (
     "publishing",
@@ -157,7 +158,7 @@ class Hooks:
     def __iter__(self) -> Iterator[Hook]:
         return iter(self._hooks)
 
-    def add(self, hook: Hook) -> Hook:
+    def add(self, hook: H) -> H:
         """Add ``hook`` (once); it takes effect at once, in running workers too."""
         if not isinstance(hook, Hook):
             raise TypeError(f"a hook must be a kanthorq.hooks.Hook, got {type(hook).__name__}")
