@@ -19,7 +19,6 @@ import sys
 import traceback
 from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -63,7 +62,6 @@ USAGE_ERRORS = (
     UnknownStream,
     UnknownConsumer,
 )
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 logger = logging.getLogger("kanthorq.cli")
 
@@ -136,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         endpoints.parse_address(args.metrics_port)
         import kanthorq.metrics  # noqa: F401  (a missing extra is said before the app starts)
     app = load_app(args.app, args.app_dir)  # its module may configure logging: see to it after
-    _configure_logging(args, respect_app=True)
+    logconfig.from_args(args, respect_app=True)
     if args.dsn is not None:
         app.dsn = args.dsn
     if args.listen_dsn is not None:
@@ -315,30 +313,7 @@ def _common_options(*, sub: bool) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS if sub else False,
         help="show the traceback of an error",
     )
-    group.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        metavar="LEVEL",
-        default=unset,
-        help="kanthorq's log level on stderr: %(choices)s (default: INFO for run, else WARNING)",
-    )
-    group.add_argument(
-        "--log-format",
-        choices=logconfig.FORMATS,
-        default=unset,
-        help="text (the default) or json: one JSON object per line, with each record's "
-        "fields (consumer, event_id, ...)",
-    )
-    group.add_argument(
-        "--log-config",
-        type=Path,
-        metavar="FILE",
-        default=unset,
-        help="configure logging from FILE instead: a logging.config dict as JSON (.json) or "
-        "YAML (.yaml, .yml; only when PyYAML is installed), else an INI file for "
-        "logging.config.fileConfig",
-    )
+    logconfig.add_options(group, unset)
     return parent
 
 
@@ -496,21 +471,11 @@ def report(exc: BaseException, debug: bool) -> int:
     return EXIT_USAGE if isinstance(exc, USAGE_ERRORS) else EXIT_FAILURE
 
 
-def _configure_logging(args: argparse.Namespace, *, respect_app: bool = False) -> None:
-    logconfig.configure(
-        args.log_level,
-        args.default_log_level,
-        getattr(args, "log_format", None),
-        getattr(args, "log_config", None),
-        respect_app=respect_app,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if not getattr(args, "defer_logging", False):  # run: after importing the app
-            _configure_logging(args)
+            logconfig.from_args(args)
         return int(args.handler(args))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

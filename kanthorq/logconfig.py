@@ -8,6 +8,7 @@ stderr, or the user's own ``--log-config`` file.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import logging.config
@@ -20,6 +21,7 @@ import msgspec
 
 from kanthorq.errors import ConfigError
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 FORMATS = ("text", "json")
 # the attributes every LogRecord has: the rest came from extra=
@@ -123,3 +125,42 @@ def configure(
         return
     if level is not None:
         logging.getLogger("kanthorq").setLevel(level)
+
+
+def add_options(group: argparse._ArgumentGroup, unset: Any) -> None:
+    """The CLI's --log-level, --log-format and --log-config (``unset``: their default)."""
+    group.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        default=unset,
+        help="kanthorq's log level on stderr: %(choices)s (default: INFO for run, else WARNING)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=unset,
+        help="text (the default) or json: one JSON object per line, with each record's "
+        "fields (consumer, event_id, ...)",
+    )
+    group.add_argument(
+        "--log-config",
+        type=Path,
+        metavar="FILE",
+        default=unset,
+        help="configure logging from FILE instead: a logging.config dict as JSON (.json) or "
+        "YAML (.yaml, .yml; only when PyYAML is installed), else an INI file for "
+        "logging.config.fileConfig",
+    )
+
+
+def from_args(args: argparse.Namespace, *, respect_app: bool = False) -> None:
+    """:func:`configure` from the CLI's options."""
+    configure(
+        args.log_level,
+        args.default_log_level,
+        getattr(args, "log_format", None),
+        getattr(args, "log_config", None),
+        respect_app=respect_app,
+    )
