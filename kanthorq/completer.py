@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Collection
 
 import asyncpg
 
@@ -34,6 +35,9 @@ class Completer:
         self._max_batch = max_batch
         self._delay = delay
         self._hooks = Hooks() if hooks is None else hooks
+        # told once per flush which (event id, attempt) pairs it wrote and which changed
+        self.on_flush: Callable[[Collection[tuple[str, int]], set[tuple[str, int]]], None] | None
+        self.on_flush = None
         self._pending: dict[tuple[str, int], asyncio.Future[bool]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
@@ -103,6 +107,8 @@ class Completer:
                 )
             if not future.done():
                 future.set_result(done)
+        if self.on_flush is not None:
+            self.on_flush(batch.keys(), changed)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush everything queued; give up on what the database refuses for ``timeout`` s."""

@@ -12,11 +12,10 @@ outcome once it is written.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,6 +86,9 @@ class Outcomes:
         self._retry_at = retry_at  # told how soon a retried task is due (seconds)
         self._extended = extended  # told that a running task's deadline moved (seconds)
         self._hooks = Hooks() if hooks is None else hooks
+        # returned handlers' completions, until the completer's flush confirms them
+        self._confirming: dict[tuple[str, int], Message] = {}
+        completer.on_flush = self._flushed
 
     def fields(self, msg: Message, exc: BaseException | None = None) -> dict[str, Any]:
         """The ``extra=`` attributes of a log record about ``msg`` (and ``exc``)."""
@@ -107,18 +109,22 @@ class Outcomes:
         if self._hooks.settling:
             self._hooks.settled(self._sub, msg, outcome, exc)
 
-    def _confirmed(self, msg: Message, done: asyncio.Future[bool]) -> None:
-        """A batched completion came back: the hooks hear of it when it changed the task."""
-        if not done.cancelled() and done.result():
-            self._hooks.settled(self._sub, msg, "completed", None)
+    def _flushed(self, batch: Collection[tuple[str, int]], changed: set[tuple[str, int]]) -> None:
+        """A flush of batched completions came back: the hooks hear of those it changed."""
+        if not self._confirming:
+            return
+        for key in batch:
+            msg = self._confirming.pop(key, None)
+            if msg is not None and key in changed:
+                self._hooks.settled(self._sub, msg, "completed", None)
 
     def completed(self, msg: Message) -> None:
         """The handler returned: complete the task (batched), unless it settled it itself."""
         if msg.settled is None:
             msg.settled = Outcome.ACK
-            done = self._completer.add(msg.task.event_id, msg.task.attempt_count)
+            self._completer.add(msg.task.event_id, msg.task.attempt_count)
             if self._hooks.settling:
-                done.add_done_callback(functools.partial(self._confirmed, msg))
+                self._confirming[msg.task.event_id, msg.task.attempt_count] = msg
 
     async def failed(
         self, msg: Message, exc: BaseException, *, delay: float | None = None, discard: bool = False

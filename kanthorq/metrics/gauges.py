@@ -49,7 +49,7 @@ class ConsumerGauges:
             try:
                 overview = await self._app.admin.show(stream)
             except Exception as exc:  # a database error, or the app closing meanwhile
-                self._made.db_errors.labels("inspect").inc()
+                self._made.db_errors["inspect"] = self._made.db_errors.get("inspect", 0) + 1
                 logger.debug(
                     "metrics: could not read stream %s: %s: %s", stream, type(exc).__name__, exc
                 )
@@ -58,7 +58,7 @@ class ConsumerGauges:
                 if consumer.name not in names:
                     continue
                 if consumer.lag is not None:
-                    self._made.lag.labels(consumer.name).set(consumer.lag)
+                    self._made.lag[consumer.name] = consumer.lag
                 for state, count in consumer.tasks.items():
-                    self._made.consumer_tasks.labels(consumer.name, state).set(count)
+                    self._made.tasks[consumer.name, state] = count
         self.refreshed += 1
