@@ -1,4 +1,4 @@
-"""Medians with min-max, ratios within each round, the targets of issue 3, and the output:
+"""Medians with min-max, ratios within each round, the targets of issues 3 and 11, and the output:
 a Markdown table and a JSON file."""
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from typing import Any
 # results[workload][series] = one dict of figures per round it ran in (with "round")
 Results = dict[str, dict[str, list[dict[str, Any]]]]
 
-SERIES_ORDER = ("kanthorq", "kanthorq+keys", "pgqueuer", "procrastinate", "raw")
+SERIES_ORDER = (
+    "kanthorq",
+    "kanthorq+keys",
+    "kanthorq+metrics",
+    "pgqueuer",
+    "procrastinate",
+    "raw",
+)
 METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     "W1": (("events_per_s", "events/s"),),
     "W2": (
@@ -57,6 +64,13 @@ RATIOS = (
         ("W2", "pgqueuer", "tasks_per_s"),
         "≥ 2",
         at_least=2.0,
+    ),
+    Ratio(
+        "W2 with metrics / W2 without (kanthorq+metrics / kanthorq, issue 11)",
+        ("W2", "kanthorq+metrics", "tasks_per_s"),
+        ("W2", "kanthorq", "tasks_per_s"),
+        "≥ 0.95",
+        at_least=0.95,
     ),
     Ratio(
         "W2 kanthorq / raw claim floor",
@@ -307,7 +321,7 @@ def markdown(results: Results, meta: dict[str, Any]) -> tuple[str, list[dict[str
         "",
     ]
     ratio_lines, ratio_rows = ratios_table(results)
-    body = [*results_table(results), "", "## Targets (issue 3)", "", *ratio_lines, ""]
+    body = [*results_table(results), "", "## Targets (issues 3 and 11)", "", *ratio_lines, ""]
     return "\n".join(head + body), ratio_rows
 
 

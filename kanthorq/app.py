@@ -28,6 +28,7 @@ from kanthorq.database import (
     resolve_statement_cache_size,
 )
 from kanthorq.errors import ConfigError, NotOpen, SchemaNotReady
+from kanthorq.hooks import Hooks
 from kanthorq.ids import validate_name
 from kanthorq.limits import Rate
 from kanthorq.listener import Listener
@@ -126,6 +127,7 @@ class App(Publishing):
         self.periodic_runner: PeriodicRunner | None = None  # while run() publishes ticks
         self.poller: Poller | None = None  # while run() runs workers
         self.listener: Listener | None = None
+        self.hooks = Hooks()  # metrics, traces, health: kanthorq.hooks
 
     # ---- subscriptions --------------------------------------------------------------
 
@@ -402,6 +404,7 @@ class App(Publishing):
                         worker_pool,
                         poll_interval=self.poll_interval,
                         shutdown_timeout=self.shutdown_timeout,
+                        hooks=self.hooks,
                     )
                 )
             self.workers = {w.sub.name: w for w in workers}
@@ -415,6 +418,7 @@ class App(Publishing):
                 statement_cache_size=self.statement_cache_size,
                 probe=self.pool,
                 poll_interval=self.poll_interval,
+                hooks=self.hooks,
             )
             logger.info("running consumers %s", ", ".join(self.workers))
             self.poller = Poller(worker_pool, workers, self.poll_interval)

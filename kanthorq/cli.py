@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from kanthorq import commands as admin_commands
-from kanthorq import embedded, migrate
+from kanthorq import embedded, logconfig, migrate
 from kanthorq.app import App
 from kanthorq.commands import timeparse
 from kanthorq.commands.common import non_negative_seconds
@@ -61,8 +62,6 @@ USAGE_ERRORS = (
     UnknownStream,
     UnknownConsumer,
 )
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 logger = logging.getLogger("kanthorq.cli")
 
@@ -85,6 +84,12 @@ examples:
   kanthorq run app:app --dsn postgresql://user@db.internal/orders --log-level DEBUG
   kanthorq run app:app --dsn postgresql://user@pgbouncer:6432/orders \
       --statement-cache-size 0 --listen-dsn postgresql://user@db.internal/orders
+  kanthorq run app:app --metrics-port 9464 --log-format json
+
+--metrics-port serves /metrics (Prometheus; needs pip install 'kanthorq[metrics]'),
+/healthz (the process answers) and /readyz (the database answers, every worker loop steps,
+the listener is connected; 503 with the reason when not). When the app's module configures
+logging itself, kanthorq leaves it alone (unless --log-config or --log-format is given).
 
 The current directory (or --app-dir) is put first on sys.path, so app:app finds ./app.py.
 SIGINT or SIGTERM stops claiming tasks, gives running handlers the app's shutdown_timeout
@@ -123,17 +128,31 @@ in batches of up to --batch-size as lines arrive. The event ids are printed one 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.listen_dsn is not None:
         listen_target(args.listen_dsn)  # checked before the app is imported
-    app = load_app(args.app, args.app_dir)
+    if args.metrics_port is not None:
+        from kanthorq import endpoints
+
+        endpoints.parse_address(args.metrics_port)
+        import kanthorq.metrics  # noqa: F401  (a missing extra is said before the app starts)
+    app = load_app(args.app, args.app_dir)  # its module may configure logging: see to it after
+    logconfig.from_args(args, respect_app=True)
     if args.dsn is not None:
         app.dsn = args.dsn
     if args.listen_dsn is not None:
         app.listen_dsn = args.listen_dsn
     if args.statement_cache_size is not None:
         app.statement_cache_size = args.statement_cache_size
-    return asyncio.run(serve(app, args.consumer))
+    return asyncio.run(serve(app, args.consumer, args.metrics_port))
 
 
-async def serve(app: App, consumers: Sequence[str] | None) -> int:
+def _monitoring(app: App, address: str | None) -> contextlib.AbstractAsyncContextManager[Any]:
+    if address is None:
+        return contextlib.nullcontext()
+    from kanthorq import endpoints
+
+    return endpoints.serving(app, address)
+
+
+async def serve(app: App, consumers: Sequence[str] | None, metrics: str | None = None) -> int:
     """Run the app until a signal: the first shuts down gracefully, a second exits at once."""
     loop = asyncio.get_running_loop()
     received: list[int] = []
@@ -158,7 +177,8 @@ async def serve(app: App, consumers: Sequence[str] | None) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        await app.run(consumers or None)
+        async with _monitoring(app, metrics):
+            await app.run(consumers or None)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -293,14 +313,7 @@ def _common_options(*, sub: bool) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS if sub else False,
         help="show the traceback of an error",
     )
-    group.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        metavar="LEVEL",
-        default=unset,
-        help="kanthorq's log level on stderr: %(choices)s (default: INFO for run, else WARNING)",
-    )
+    logconfig.add_options(group, unset)
     return parent
 
 
@@ -358,7 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="PostgreSQL URI the workers LISTEN on for wake-ups: a direct connection when "
         "--dsn goes through PgBouncer (default: $KANTHORQ_LISTEN_DSN, else the app's)",
     )
-    run.set_defaults(handler=cmd_run, default_log_level="INFO")
+    run.add_argument(
+        "--metrics-port",
+        metavar="[HOST:]PORT",
+        help="serve /metrics, /healthz and /readyz on PORT (HOST: default 0.0.0.0); "
+        "/metrics needs pip install 'kanthorq[metrics]'",
+    )
+    run.set_defaults(handler=cmd_run, default_log_level="INFO", defer_logging=True)
 
     mig = commands.add_parser(
         "migrate",
@@ -452,19 +471,11 @@ def report(exc: BaseException, debug: bool) -> int:
     return EXIT_USAGE if isinstance(exc, USAGE_ERRORS) else EXIT_FAILURE
 
 
-def configure_logging(level: str) -> None:
-    """kanthorq's own records to stderr; other libraries' (pgserver's pg_ctl chatter) stay
-    at WARNING."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    logging.getLogger("kanthorq").setLevel(level)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level or args.default_log_level)
     try:
+        if not getattr(args, "defer_logging", False):  # run: after importing the app
+            logconfig.from_args(args)
         return int(args.handler(args))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

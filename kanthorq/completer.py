@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Collection
 
 import asyncpg
 
 from kanthorq.database import DB_ERRORS
+from kanthorq.hooks import Hooks
 from kanthorq.store import ConsumerQueries
 
 logger = logging.getLogger(__name__)
@@ -26,11 +28,16 @@ class Completer:
         *,
         max_batch: int = 100,
         delay: float = 0.005,
+        hooks: Hooks | None = None,
     ) -> None:
         self._queries = queries
         self._pool = pool
         self._max_batch = max_batch
         self._delay = delay
+        self._hooks = Hooks() if hooks is None else hooks
+        # told once per flush which (event id, attempt) pairs it wrote and which changed
+        self.on_flush: Callable[[Collection[tuple[str, int]], set[tuple[str, int]]], None] | None
+        self.on_flush = None
         self._pending: dict[tuple[str, int], asyncio.Future[bool]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
@@ -73,6 +80,7 @@ class Completer:
         try:
             changed = await self._queries.complete(self._pool, ids, attempts)
         except DB_ERRORS as exc:
+            self._hooks.db_error("complete", exc)
             logger.warning(
                 "could not complete %d tasks, will retry: %s: %s",
                 len(batch),
@@ -99,6 +107,8 @@ class Completer:
                 )
             if not future.done():
                 future.set_result(done)
+        if self.on_flush is not None:
+            self.on_flush(batch.keys(), changed)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush everything queued; give up on what the database refuses for ``timeout`` s."""

@@ -127,3 +127,7 @@ class PublishOutcomeUnknown(PublishError):
     """The connection failed while the event was being written: it may have been written."""
 
     may_be_written = True
+
+
+class MissingExtra(KanthorQError, ImportError):
+    """An optional feature needs a package that is not installed."""

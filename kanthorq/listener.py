@@ -32,6 +32,7 @@ from kanthorq.database import (
     own_statement,
 )
 from kanthorq.errors import ConnectionFailed
+from kanthorq.hooks import Hooks
 
 logger = logging.getLogger(__name__)
 MAX_BACKOFF = 5.0
@@ -49,6 +50,7 @@ class Listener:
         statement_cache_size: int = DEFAULT_STATEMENT_CACHE_SIZE,
         probe: asyncpg.Pool | None = None,
         poll_interval: float | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         """``probe``: the pool to send the probe notification from (None: no probe);
         ``poll_interval``: the workers' fallback, named in the warning."""
@@ -58,6 +60,7 @@ class Listener:
         self._cache_size = statement_cache_size
         self._probe_pool = probe
         self._poll_interval = poll_interval
+        self._hooks = Hooks() if hooks is None else hooks
         self._probe_channel = f"kanthorq_probe_{secrets.token_hex(8)}"
         self._probe_seen = asyncio.Event()
         self._lost = asyncio.Event()
@@ -96,6 +99,7 @@ class Listener:
                 await self._session()
                 backoff = 0.0
             except _ERRORS as exc:
+                self._hooks.db_error("listen", exc)
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
                 logger.warning(
                     "listener: %s: %s; reconnecting in %.1fs", type(exc).__name__, exc, backoff

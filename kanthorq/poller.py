@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -78,6 +79,7 @@ class Poller:
         self._statement = statement(consumers) if consumers else ""
         self._interval = interval
         self.passes = 0  # polls made (a test's milestone)
+        self.answered_at: float | None = None  # time.monotonic() of the last answer
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.0
@@ -99,6 +101,7 @@ class Poller:
         """Ask once for every consumer, and tell each what was found."""
         rows = await self._pool.fetch(self._statement, *self._names)
         self.passes += 1
+        self.answered_at = time.monotonic()
         for row in rows:
             self._consumers[row["name"]].polled(
                 Polled(row["convert"], row["due_in"], row["rescue"])

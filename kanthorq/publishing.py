@@ -12,6 +12,7 @@ from typing import Any, Literal, overload
 
 from kanthorq.clock import DbClock
 from kanthorq.database import Conn
+from kanthorq.hooks import Hooks
 from kanthorq.publisher import Item, Publisher
 from kanthorq.schedule import schedule_ms
 
@@ -20,6 +21,7 @@ class Publishing:
     """What :class:`kanthorq.App` offers to publish."""
 
     stream: str
+    hooks: Hooks
     _clock: DbClock
 
     def _require_publisher(self) -> Publisher:
@@ -77,7 +79,7 @@ class Publishing:
         created)`` instead, ``created`` False for a duplicate.
         """
         schedule = schedule_ms(delay, at, self._clock.now_ms())
-        event_id, created = await self._require_publisher().publish(
+        event_id, created = await self.hooks.publisher(self._require_publisher()).publish(
             self.stream if stream is None else stream,
             subject,
             body,
@@ -131,7 +133,7 @@ class Publishing:
         earlier item of the batch, returns the id of the event holding its key; such a
         batch is written with one INSERT instead of a COPY)."""
         schedule = schedule_ms(delay, at, self._clock.now_ms())
-        ids, created = await self._require_publisher().publish_many(
+        ids, created = await self.hooks.publisher(self._require_publisher()).publish_many(
             self.stream if stream is None else stream, items, conn, schedule, keys
         )
         if not return_created:

@@ -21,6 +21,7 @@ from kanthorq.completer import Completer
 from kanthorq.database import DB_ERRORS
 from kanthorq.entities import Event
 from kanthorq.errors import Discard, Retry, VisibilityTimeout
+from kanthorq.hooks import Hooks, failed_operation
 from kanthorq.message import Message
 from kanthorq.outcomes import Outcomes, error_record
 from kanthorq.poller import Polled
@@ -48,13 +49,15 @@ class ConsumerWorker:
         *,
         poll_interval: float,
         shutdown_timeout: float,
+        hooks: Hooks | None = None,
     ) -> None:
         self.sub = sub
         self.queries = queries
         self._pool = pool
         self._poll = poll_interval
         self._shutdown_timeout = shutdown_timeout
-        self._completer = Completer(queries, pool)
+        self._hooks = Hooks() if hooks is None else hooks
+        self._completer = Completer(queries, pool, hooks=self._hooks)
         self._handlers = Handlers(sub.name)
         self._outcomes = Outcomes(
             sub,
@@ -63,6 +66,7 @@ class ConsumerWorker:
             self._completer,
             lambda delay: self._soon(max(delay, SOON)),
             self._handlers.extended,
+            self._hooks,
         )
         self._stalls = StallWatch(sub.name, after=max(STALL_POLLS * poll_interval, 1.0))
         self._vt_ms = round(sub.visibility_timeout * 1000)
@@ -74,6 +78,7 @@ class ConsumerWorker:
         self._backlog = False  # the last conversion filled its batch: more events wait
         self._more = False
         self._next_timer = 0.0
+        self.step_started: float | None = None  # time.monotonic() of the step under way
         self._error_backoff = 0.0
         self._waiting_streak = 0
         self._unregistered = False  # logged once: the consumer's registry row is gone
@@ -100,6 +105,7 @@ class ConsumerWorker:
 
     def polled(self, found: Polled) -> None:
         """What the process's poll found for this consumer: step when there is work."""
+        self._hooks.polled(self.sub)
         self._convert_due |= found.convert
         self._rescue_due |= found.rescue
         if found.due_in_ms is not None and found.due_in_ms > 0:
@@ -118,9 +124,12 @@ class ConsumerWorker:
         try:
             while not self._stopping.is_set():
                 try:
+                    self.step_started = time.monotonic()
                     await self._step()
                     self._error_backoff = 0.0
+                    self._hooks.stepped(self.sub)
                 except DB_ERRORS as exc:
+                    self._hooks.db_error(failed_operation(exc), exc)
                     self._error_backoff = min(max(self._error_backoff * 2, 0.1), MAX_ERROR_BACKOFF)
                     logger.warning(
                         "consumer %s: database error, retrying in %.1fs: %s: %s",
@@ -133,6 +142,7 @@ class ConsumerWorker:
                     # the timer does not come back before the backoff is over
                     self._next_timer = time.monotonic() + self._error_backoff
                     self._convert_due = True
+                self.step_started = None
                 await self._sleep()
         finally:
             with anyio.CancelScope(shield=True):  # cancelled or not, shut down gracefully
@@ -182,6 +192,7 @@ class ConsumerWorker:
 
     async def _rescue(self) -> None:
         retried, discarded = await self.queries.rescue(self._pool, self.sub.attempt_max)
+        self._hooks.rescued(self.sub, retried, len(discarded))
         if retried or discarded:
             logger.warning(
                 "consumer %s: %d tasks past their visibility timeout: %d to retry, %d discarded",
@@ -270,13 +281,15 @@ class ConsumerWorker:
             if claimed:
                 await self._hand_back([self._message(c) for c in claimed])
             return False
+        self._hooks.claimed(self.sub, len(claimed))
         for item in claimed:
             self._start(item)
         return True
 
     def _start(self, item: Claimed) -> None:
         msg = self._message(item)
-        task = asyncio.get_running_loop().create_task(self._execute(item, msg))
+        work = self._hooks.attempt(self.sub, msg, self._execute(item, msg))
+        task = asyncio.get_running_loop().create_task(work)
         self._handlers.add(task, msg, self.sub.visibility_timeout)
         task.add_done_callback(self._done)
 
@@ -365,6 +378,7 @@ class ConsumerWorker:
                 error,
             )
         except DB_ERRORS as exc:
+            self._hooks.db_error("hand_back", exc)
             logger.warning(
                 "consumer %s: could not hand back %d tasks (they return after the "
                 "visibility timeout): %s: %s",
@@ -374,6 +388,7 @@ class ConsumerWorker:
                 exc,
             )
             return
+        self._hooks.handed_back(self.sub, len(handed))
         logger.info("consumer %s: handed back %d running tasks", self.sub.name, len(handed))
 
 

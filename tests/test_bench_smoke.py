@@ -1,4 +1,5 @@
-"""The benchmark runner, on small sizes: kanthorq and the raw floor, W1 and W2, one round.
+"""The benchmark runner, on small sizes: kanthorq (with and without its metrics) and the raw
+floor, W1 and W2, one round.
 
 It needs no benchmark extra: the peers are imported only when selected."""
 
@@ -21,7 +22,7 @@ async def test_quick_round_reports_positive_figures(server_dsn: str, tmp_path: P
             "--quick",
             "--rounds=1",
             "--only=W1,W2",
-            "--systems=kanthorq,raw",
+            "--systems=kanthorq,kanthorq+metrics,raw",
             f"--dsn={server_dsn}",
             f"--out={out}",
         ]
@@ -35,5 +36,10 @@ async def test_quick_round_reports_positive_figures(server_dsn: str, tmp_path: P
         (w2,) = results["W2"][system]
         assert w2["tasks_per_s"] > 0
         assert w2["tasks"] == 2_000
+    (w2,) = results["W2"]["kanthorq+metrics"]
+    assert w2["tasks"] == 2_000
+    assert "W1" not in results or "kanthorq+metrics" not in results["W1"]
+    [ratio] = [r for r in report["ratios"] if "kanthorq+metrics" in r["ratio"]]
+    assert ratio["median"] > 0
     assert report["meta"]["failures"] == []
     assert out.with_suffix(".md").read_text().startswith("# kanthorq benchmarks")

@@ -103,6 +103,7 @@ async def events(db: asyncpg.Connection, stream: str = "default") -> list[asyncp
         ["migrate", "down"],
         ["migrate", "status"],
         ["pub"],
+        ["health"],
     ],
 )
 async def test_help_at_every_level(command: list[str], tmp_path: Path) -> None:

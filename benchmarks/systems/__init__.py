@@ -10,6 +10,7 @@ from benchmarks.systems.base import System
 MODULES = {
     "kanthorq": "benchmarks.systems.kanthorq_sys",
     "kanthorq+keys": "benchmarks.systems.kanthorq_keys_sys",
+    "kanthorq+metrics": "benchmarks.systems.kanthorq_metrics",
     "pgqueuer": "benchmarks.systems.pgqueuer_sys",
     "procrastinate": "benchmarks.systems.procrastinate_sys",
     "raw": "benchmarks.systems.raw",

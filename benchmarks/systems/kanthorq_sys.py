@@ -97,11 +97,15 @@ class Kanthorq(System):
             total += await conn.fetchval(f"SELECT count(*) FROM {table} WHERE state = 101")
         return int(total)
 
+    def configure(self, app: kanthorq.App) -> None:
+        """What a variant adds to the worker's app (see kanthorq_metrics.py)."""
+
     async def serve(
         self, opts: WorkerOptions, ready: Callable[[], None], stop: asyncio.Event, on_body: OnBody
     ) -> None:
         app = kanthorq.App(opts.dsn)
         subscribe_all(app, opts, on_body)
+        self.configure(app)
         async with app:
             await prepare_app(app)
             ready()

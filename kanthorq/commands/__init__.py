@@ -1,4 +1,4 @@
-"""The admin commands of the CLI: show, tasks, replay, prune and drop.
+"""The admin commands of the CLI: show, tasks, replay, prune, drop and health.
 
 Each module registers its commands on the CLI's subparsers; :mod:`kanthorq.cli` calls
 :func:`register`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from kanthorq.commands import history, show, tasks
+from kanthorq.commands import health, history, show, tasks
 
 
 def register(commands: Any, common: list[argparse.ArgumentParser]) -> None:
@@ -17,3 +17,4 @@ def register(commands: Any, common: list[argparse.ArgumentParser]) -> None:
     show.register(commands, common)
     tasks.register(commands, common)
     history.register(commands, common)
+    health.register(commands, common)
