@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from kanthorq import commands as admin_commands
-from kanthorq import embedded, logconfig, migrate
+from kanthorq import embedded, logconfig, migrate, supervisor
 from kanthorq.app import App
 from kanthorq.commands import timeparse
 from kanthorq.commands.common import non_negative_seconds
@@ -125,6 +125,15 @@ in batches of up to --batch-size as lines arrive. The event ids are printed one 
 # ---- run ----------------------------------------------------------------------------
 
 
+def _workers(text: str) -> int:
+    try:
+        return supervisor.worker_count(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--workers takes a number of processes from 1, or auto; got {text!r}"
+        ) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.listen_dsn is not None:
         listen_target(args.listen_dsn)  # checked before the app is imported
@@ -135,6 +144,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         import kanthorq.metrics  # noqa: F401  (a missing extra is said before the app starts)
     app = load_app(args.app, args.app_dir)  # its module may configure logging: see to it after
     logconfig.from_args(args, respect_app=True)
+    if args.workers > 1:  # the children are this command with --workers 1
+        return asyncio.run(supervisor.supervise(args.argv, args.workers, app.shutdown_timeout))
+    supervisor.follow_supervisor()
     if args.dsn is not None:
         app.dsn = args.dsn
     if args.listen_dsn is not None:
@@ -377,6 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /metrics, /healthz and /readyz on PORT (HOST: default 0.0.0.0); "
         "/metrics needs pip install 'kanthorq[metrics]'",
     )
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="worker processes to run and keep alive: a number, or auto (one per CPU); "
+        "with --metrics-port P, worker i serves on port P+i (default: 1)",
+    )
     run.set_defaults(handler=cmd_run, default_log_level="INFO", defer_logging=True)
 
     mig = commands.add_parser(
@@ -473,6 +493,7 @@ def report(exc: BaseException, debug: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # run --workers: the children's
     try:
         if not getattr(args, "defer_logging", False):  # run: after importing the app
             logconfig.from_args(args)

@@ -293,9 +293,16 @@ class Workers:
         (folder / "rel_app.py").write_text(textwrap.dedent(WORKER_APP))
 
     def spawn(
-        self, dsn: str, *, log_level: str = "INFO", clock: str | None = None, **knobs: object
+        self,
+        dsn: str,
+        *,
+        log_level: str = "INFO",
+        clock: str | None = None,
+        args: tuple[str, ...] = (),
+        **knobs: object,
     ) -> Worker:
-        """``clock``: the process's wall clock offset (libfaketime's ``+10m``, ``-10m``)."""
+        """``clock``: the process's wall clock offset (libfaketime's ``+10m``, ``-10m``).
+        ``args``: more options of ``kanthorq run`` (``--workers 2``)."""
         env = dict(os.environ)
         env.pop("KANTHORQ_DSN", None)
         env.update({f"KQ_{k.upper()}": str(v) for k, v in knobs.items()})
@@ -319,6 +326,7 @@ class Workers:
                     dsn,
                     "--log-level",
                     log_level,
+                    *args,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
