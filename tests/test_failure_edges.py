@@ -232,7 +232,9 @@ async def test_database_errors_back_off_even_with_a_fast_poll(
 
     await start_app(app)
     table = await task_table(db, "c")
-    await db.execute(f"DROP TABLE {table}")  # every step now fails
-    await wait_until(lambda: "database error" in caplog.text)
+    await db.execute(f"DROP TABLE {table}")  # every poll (and every step) now fails
+    await app.publish("a", b"x")  # the worker steps, and fails too
+    await wait_until(lambda: "database error" in caplog.text and "poll failed" in caplog.text)
     await asyncio.sleep(1.0)  # about 50 polls: the backoff (0.1, 0.2, 0.4, 0.8 s) spaces them
-    assert 2 <= caplog.text.count("database error") <= 8
+    assert 2 <= caplog.text.count("poll failed") <= 8
+    assert 1 <= caplog.text.count("database error") <= 8
