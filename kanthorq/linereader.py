@@ -25,14 +25,19 @@ class _Splitter:
     """Cuts chunks into non-empty lines, their line endings removed."""
 
     def __init__(self) -> None:
-        self.rest = b""
+        self.rest: list[bytes] = []  # the unended line's pieces (joined once: a long line
+        # read in many chunks is not copied again with each)
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        *lines, self.rest = (self.rest + chunk).split(b"\n")
+        if b"\n" not in chunk:
+            self.rest.append(chunk)
+            return []
+        *lines, last = b"".join([*self.rest, chunk]).split(b"\n")
+        self.rest = [last]
         return [line for line in map(_strip, lines) if line]
 
     def end(self) -> list[bytes]:
-        last, self.rest = _strip(self.rest), b""
+        last, self.rest = _strip(b"".join(self.rest)), []
         return [last] if last else []
 
 

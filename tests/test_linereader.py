@@ -62,6 +62,18 @@ async def test_lines_of_a_file(tmp_path: Path) -> None:
     assert max(len(batch) for batch in batches) == 1000
 
 
+async def test_a_line_longer_than_a_read() -> None:
+    long = b"x" * 300_000  # several reads
+    with pipe() as (read, write):
+        loop = asyncio.get_running_loop()
+        sent = loop.run_in_executor(None, os.write, write, long + b"\nshort\n" + long)
+        lines = aiter(line async for batch in line_batches(read, 10) for line in batch)
+        assert await asyncio.wait_for(anext(lines), 10) == long
+        await sent
+        os.close(write)
+        assert [line async for line in lines] == [b"short", long]
+
+
 async def test_a_read_error_reaches_the_reader(tmp_path: Path) -> None:
     fd = os.open(tmp_path, os.O_RDONLY)  # a directory: reading it fails
     try:
