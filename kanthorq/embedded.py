@@ -103,6 +103,8 @@ def _prune_handles(path: Path, psutil: Any) -> None:
         written = path.stat().st_mtime
     except (OSError, ValueError):
         return
+    if not isinstance(pids, list):
+        return  # not pgserver's format: leave it to pgserver
     live = [pid for pid in pids if _held_since(pid, written, psutil)]
     if live != pids:
         logger.info("dropped the embedded PostgreSQL's handles of ended processes: %s", pids)
