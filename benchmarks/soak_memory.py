@@ -97,7 +97,7 @@ def growth(folder: Path, top: int, first: int) -> list[str]:
     return lines
 
 
-def plot(series: dict[str, list[float]], path: Path) -> None:
+def plot(series: dict[str, list[float]], path: Path, marks: list[str]) -> None:
     try:
         import matplotlib
 
@@ -128,6 +128,20 @@ def plot(series: dict[str, list[float]], path: Path) -> None:
     bottom.legend(loc="upper left", fontsize="small")
     for axis in (top, bottom):
         axis.grid(alpha=0.3)
+    for mark in marks:  # SECONDS:LABEL, e.g. where something was done to the workers
+        at, _, label = mark.partition(":")
+        for axis in (top, bottom):
+            axis.axvline(float(at) / 60, color="grey", linestyle="--", linewidth=1)
+        top.text(
+            float(at) / 60,
+            0.03,
+            label,
+            transform=top.get_xaxis_transform(),
+            rotation=90,
+            ha="right",
+            va="bottom",
+            fontsize="small",
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -139,13 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", type=Path, help="plot the series here")
     parser.add_argument("--top", type=int, default=8, help="growth sites to show")
     parser.add_argument("--first", type=int, default=0, help="compare from this snapshot on")
+    parser.add_argument(
+        "--mark", action="append", default=[], help="SECONDS:LABEL, a line on the plot"
+    )
     args = parser.parse_args(argv)
     series = load(args.folder / "rss.csv")
     print("\n".join(summary(series) + growth(args.folder / "tracemalloc", args.top, args.first)))
     if args.csv:
         shutil.copyfile(args.folder / "rss.csv", args.csv)
     if args.png:
-        plot(series, args.png)
+        plot(series, args.png, args.mark)
     return 0
 
 
