@@ -6,9 +6,8 @@ rate over the first 90% of the run; every KILL_EVERY seconds one worker (never t
 whose memory is watched, nor with tracing the second) is killed with SIGKILL and replaced.
 Then the backlog drains, and the report is printed: lost, duplicates, RSS at the start
 (after warm-up) and at the end (of a kept worker that does not trace), dead tuples, claim
-latency. It runs on a PostgreSQL server of
-its own, started with PostgreSQL's default settings, so its load and its vacuuming are its
-own.
+latency. It runs on a PostgreSQL server of its own, started with PostgreSQL's default
+settings, so its load and its vacuuming are its own.
 
 The memory series: every 5 s a row of ``rss.csv`` in KANTHORQ_SOAK_OUT (default: the test's
 temporary folder), with the report beside it. With KANTHORQ_SOAK_TRACEMALLOC=1 the watched
