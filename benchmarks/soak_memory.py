@@ -49,12 +49,12 @@ def summary(series: dict[str, list[float]]) -> list[str]:
         f"samples: {len(t)} over {t[-1] / 60:.0f} min; start = first sample after {WARM_UP:.0f} s"
     ]
     for name, unit, scale in [
-        ("rss_kb", "MB", 1 / 1024),
-        ("control_rss_kb", "MB", 1 / 1024),
-        ("traced", "MB", 1 / 2**20),
-        ("tracemalloc_overhead", "MB", 1 / 2**20),
-        ("malloc_inuse", "MB", 1 / 2**20),
-        ("malloc_free", "MB", 1 / 2**20),
+        ("rss_kb", "MiB", 1 / 1024),
+        ("control_rss_kb", "MiB", 1 / 1024),
+        ("traced", "MiB", 1 / 2**20),
+        ("tracemalloc_overhead", "MiB", 1 / 2**20),
+        ("malloc_inuse", "MiB", 1 / 2**20),
+        ("malloc_free", "MiB", 1 / 2**20),
     ]:
         ys = series[name]
         slope = slope_per_hour([t[i] for i in last_hour], [ys[i] for i in last_hour])
@@ -111,9 +111,9 @@ def plot(series: dict[str, list[float]], path: Path, marks: list[str]) -> None:
     top.plot(
         minutes, [v / 1024 for v in series["control_rss_kb"]], label="control worker (no tracing)"
     )
-    top.set_ylabel("RSS (MB)")
+    top.set_ylabel("RSS (MiB)")
     top.set_ylim(bottom=0)
-    top.legend(loc="lower right")
+    top.legend(loc="lower center")
     top.set_title("kanthorq soak: worker memory under steady load and a SIGKILL every 60 s")
     for name, label in [
         ("traced", "traced by tracemalloc (Python objects)"),
@@ -122,7 +122,7 @@ def plot(series: dict[str, list[float]], path: Path, marks: list[str]) -> None:
         ("malloc_free", "glibc malloc: free, kept in arenas"),
     ]:
         bottom.plot(minutes, [v / 2**20 for v in series[name]], label=label)
-    bottom.set_ylabel("watched worker (MB)")
+    bottom.set_ylabel("watched worker (MiB)")
     bottom.set_xlabel("minutes")
     bottom.set_ylim(bottom=0)
     bottom.legend(loc="upper left", fontsize="small")
@@ -154,11 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=8, help="growth sites to show")
     parser.add_argument("--first", type=int, default=0, help="compare from this snapshot on")
     parser.add_argument(
+        "--until", type=float, default=float("inf"), help="sum up the samples before SECONDS"
+    )
+    parser.add_argument(
         "--mark", action="append", default=[], help="SECONDS:LABEL, a line on the plot"
     )
     args = parser.parse_args(argv)
     series = load(args.folder / "rss.csv")
-    print("\n".join(summary(series) + growth(args.folder / "tracemalloc", args.top, args.first)))
+    kept = [i for i, t in enumerate(series["seconds"]) if t < args.until]
+    upto = {name: [values[i] for i in kept] for name, values in series.items()}
+    print("\n".join(summary(upto) + growth(args.folder / "tracemalloc", args.top, args.first)))
     if args.csv:
         shutil.copyfile(args.folder / "rss.csv", args.csv)
     if args.png:
