@@ -289,7 +289,7 @@ async def _pub(
         if body is not None:
             print(await app.publish(subject, body, metadata=meta, **when), flush=True)
             return EXIT_OK
-        async for batch in line_batches(sys.stdin.buffer, args.batch_size):
+        async for batch in line_batches(sys.stdin.fileno(), args.batch_size):
             ids = await app.publish_many([(subject, line, meta) for line in batch], **when)
             sys.stdout.write("".join(f"{event_id}\n" for event_id in ids))
             sys.stdout.flush()

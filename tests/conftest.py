@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +32,19 @@ def with_database(dsn: str, database: str) -> str:
     """The same server, another database."""
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture
+def embedded_home() -> Iterator[Path]:
+    """A $KANTHORQ_HOME outside pytest's temporary root. Under root the server runs as another
+    user, who must be able to reach it, and each new pytest session on the machine (another
+    run beside this one) makes that root private again (0700): initdb then failed now and
+    then with "Permission denied"."""
+    folder = Path(tempfile.mkdtemp(prefix="kq_home_"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

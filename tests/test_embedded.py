@@ -110,13 +110,13 @@ def run_child(code: str, home: Path, *args: str) -> subprocess.CompletedProcess[
     )
 
 
-def test_app_opens_on_the_embedded_server(tmp_path: Path) -> None:
-    done = run_child(PUBLISH_AND_READ, tmp_path)
+def test_app_opens_on_the_embedded_server(embedded_home: Path) -> None:
+    done = run_child(PUBLISH_AND_READ, embedded_home)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     # the data lives under $KANTHORQ_HOME, and the DSN in use is logged
-    assert (tmp_path / "pgdata" / "PG_VERSION").is_file()
-    assert str(tmp_path) in result["dsn"]
+    assert (embedded_home / "pgdata" / "PG_VERSION").is_file()
+    assert str(embedded_home) in result["dsn"]
     assert "embedded PostgreSQL" in done.stderr
     assert result["dsn"] in done.stderr
     rows = {row[0]: row[1:] for row in result["rows"]}
@@ -126,16 +126,16 @@ def test_app_opens_on_the_embedded_server(tmp_path: Path) -> None:
     assert rows[second][:2] == ["embedded.many", "raw"]
 
     # the data outlives the process: a second run finds the first run's events
-    again = run_child(PUBLISH_AND_READ, tmp_path)
+    again = run_child(PUBLISH_AND_READ, embedded_home)
     assert again.returncode == 0, again.stderr
     assert len(json.loads(again.stdout)["rows"]) == 4
 
 
-def test_processes_share_one_embedded_server(tmp_path: Path) -> None:
+def test_processes_share_one_embedded_server(embedded_home: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_OPEN],
-        env=child_env(tmp_path),
-        cwd=tmp_path,
+        env=child_env(embedded_home),
+        cwd=embedded_home,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -146,7 +146,7 @@ def test_processes_share_one_embedded_server(tmp_path: Path) -> None:
         assert holder.stdin is not None
         first_id = holder.stdout.readline().strip()
         assert first_id.startswith("event_"), holder.stderr.read() if holder.stderr else ""
-        joined = run_child(JOIN, tmp_path, first_id)
+        joined = run_child(JOIN, embedded_home, first_id)
         assert joined.returncode == 0, joined.stderr
         assert joined.stdout.strip() == "1"  # it saw the holder's event
         out, err = holder.communicate("go on\n", timeout=30)
@@ -158,8 +158,8 @@ def test_processes_share_one_embedded_server(tmp_path: Path) -> None:
             holder.wait()
 
 
-def test_without_the_extra_the_error_names_both_ways_out(tmp_path: Path) -> None:
-    done = run_child(UNAVAILABLE, tmp_path)
+def test_without_the_extra_the_error_names_both_ways_out(embedded_home: Path) -> None:
+    done = run_child(UNAVAILABLE, embedded_home)
     assert done.returncode == 0, done.stderr
     name, message = done.stdout.split("\n", 1)
     assert name == "EmbeddedUnavailable"
@@ -168,7 +168,7 @@ def test_without_the_extra_the_error_names_both_ways_out(tmp_path: Path) -> None
     assert "dsn" in message.lower()
     # way out 2: install the embedded server
     assert "pip install 'kanthorq[embedded]'" in message
-    assert not (tmp_path / "pgdata").exists()
+    assert not (embedded_home / "pgdata").exists()
 
 
 def test_a_dsn_in_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:

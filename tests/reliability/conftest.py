@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS started (
 
 # The app that `kanthorq run` processes load. Its knobs come from the environment, so one
 # module serves every test; KQ_LONG_MS makes bodies marked "long" sleep that long.
+# KQ_TRACEMALLOC_DIR (the soak's witness only) records its memory there (memwatch.py).
 WORKER_APP = """
 import asyncio
 import os
@@ -58,6 +60,14 @@ import kanthorq
 
 E = os.environ
 PID = os.getpid()
+if E.get("KQ_TRACEMALLOC_DIR"):
+    import rel_memwatch
+
+    rel_memwatch.start(
+        E["KQ_TRACEMALLOC_DIR"],
+        first=float(E.get("KQ_TRACEMALLOC_FIRST", "60")),
+        every=float(E.get("KQ_TRACEMALLOC_EVERY", "600")),
+    )
 app = kanthorq.App(
     poll_interval=float(E.get("KQ_POLL", "0.5")),
     shutdown_timeout=float(E.get("KQ_SHUTDOWN", "5")),
@@ -291,6 +301,7 @@ class Workers:
         self.started: list[Worker] = []
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "rel_app.py").write_text(textwrap.dedent(WORKER_APP))
+        shutil.copyfile(Path(__file__).with_name("memwatch.py"), folder / "rel_memwatch.py")
 
     def spawn(
         self,

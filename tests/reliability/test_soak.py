@@ -3,10 +3,19 @@
 Knobs (environment): KANTHORQ_SOAK_SECONDS (1800), KANTHORQ_SOAK_EVENTS (1,000,000),
 KANTHORQ_SOAK_WORKERS (4), KANTHORQ_SOAK_KILL_EVERY (60 s). Events are published at an even
 rate over the first 90% of the run; every KILL_EVERY seconds one worker (never the first,
-whose memory is watched) is killed with SIGKILL and replaced. Then the backlog drains, and
-the report is printed: lost, duplicates, RSS at the start (after warm-up) and at the end,
-dead tuples, claim latency. It runs on a PostgreSQL server of its own, started with
-PostgreSQL's default settings, so its load and its vacuuming are its own.
+whose memory is watched, nor with tracing the second) is killed with SIGKILL and replaced.
+Then the backlog drains, and the report is printed: lost, duplicates, RSS at the start
+(after warm-up) and at the end (of a kept worker that does not trace), dead tuples, claim
+latency. It runs on a PostgreSQL server of its own, started with PostgreSQL's default
+settings, so its load and its vacuuming are its own.
+
+The memory series: every 5 s a row of ``rss.csv`` in KANTHORQ_SOAK_OUT (default: the test's
+temporary folder), with the report beside it. With KANTHORQ_SOAK_TRACEMALLOC=1 the watched
+worker also traces its allocations (tests/reliability/memwatch.py): the rows then carry its
+traced bytes and glibc's bytes in use and free, and the RSS of a second worker that is never
+killed and does not trace (a control: tracing itself costs memory); ``tracemalloc/`` gets a
+snapshot after the warm-up and every KANTHORQ_SOAK_SNAPSHOT_EVERY (600) s. Plot and compare
+them with ``python -m benchmarks.soak_memory``.
 
     KANTHORQ_SOAK_SECONDS=180 KANTHORQ_SOAK_EVENTS=50000 make test-reliability PYTEST_ARGS="-m soak"
 """
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import json
 import os
 import random
@@ -37,12 +47,27 @@ KILL_EVERY = float(os.environ.get("KANTHORQ_SOAK_KILL_EVERY", "60"))
 DRAIN = float(os.environ.get("KANTHORQ_SOAK_DRAIN", "900"))  # seconds for the backlog
 VT = 15.0  # a killed worker's tasks come back after this (real time: the soak is real time)
 WARM_UP = min(60.0, SECONDS / 5)
+TRACE = os.environ.get("KANTHORQ_SOAK_TRACEMALLOC", "0") == "1"
+SNAPSHOT_EVERY = float(os.environ.get("KANTHORQ_SOAK_SNAPSHOT_EVERY", "600"))
+OUT = os.environ.get("KANTHORQ_SOAK_OUT")
+# the CSV's columns after seconds: the sampler's own, then the witness's (memwatch.now())
+COLUMNS = ["rss_kb", "control_rss_kb", "dead_tuples", "live_tuples"]
+KEPT = 2 if TRACE else 1  # workers never killed: the witness, and with tracing a control
+WITNESS_COLUMNS = [
+    "traced",
+    "tracemalloc_overhead",
+    "malloc_inuse",
+    "malloc_free",
+    "pymalloc_blocks",
+]
 # handlers take 20 ms (I/O, say), so a killed worker has tasks in flight
 KNOBS = {"concurrency": 50, "vt": VT, "poll": 1.0, "started": 0, "backoff": 0.5, "sleep_ms": 20}
 
 
 @dataclass
 class Samples:
+    # RSS of a kept worker that does not trace (with tracing, the control): tracing costs
+    # memory of its own, so the flat-RSS criterion is checked on a worker without it
     rss_kb: list[tuple[float, int]] = field(default_factory=list)
     dead: list[tuple[float, int, int]] = field(default_factory=list)  # (t, dead, live)
     kills: int = 0
@@ -98,7 +123,7 @@ async def kill_at_random(
     rng = random.Random()
     while time.monotonic() + KILL_EVERY < until:
         await asyncio.sleep(KILL_EVERY)
-        index = rng.randrange(1, len(pool))
+        index = rng.randrange(KEPT, len(pool))
         pool[index].kill()
         samples.kills += 1
         pool[index] = workers.spawn(dsn, log_level="WARNING", **KNOBS)
@@ -106,24 +131,49 @@ async def kill_at_random(
             assert worker.alive(), workers.logs()
 
 
-async def sample(
-    dsn: str, witness: Worker, table: str, samples: Samples, stop: asyncio.Event
-) -> None:
-    """Every 5 s: the witness's RSS and the task table's dead tuples (its own connection)."""
-    conn = await asyncpg.connect(dsn)
+def witness_memory(folder: Path | None) -> dict[str, object]:
+    """What the witness last wrote about its own memory (empty when it does not trace)."""
+    if folder is None:
+        return {}
     try:
-        start = time.monotonic()
-        while not stop.is_set():
-            now = time.monotonic() - start
-            samples.rss_kb.append((now, rss_kb(witness.pid)))
-            row = await conn.fetchrow(
-                "SELECT n_dead_tup, n_live_tup FROM pg_stat_user_tables WHERE relname = $1",
-                table.strip('"'),
-            )
-            if row is not None:
-                samples.dead.append((now, row["n_dead_tup"], row["n_live_tup"]))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 5)
+        data: dict[str, object] = json.loads((folder / "now.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
+async def sample(
+    dsn: str, kept: list[Worker], table: str, samples: Samples, stop: asyncio.Event, out: Path
+) -> None:
+    """Every 5 s: the witness's RSS and the task table's dead tuples (its own connection),
+    appended to ``out/rss.csv`` as they come, so a run cut short keeps its series."""
+    conn = await asyncpg.connect(dsn)
+    traced = out / "tracemalloc" if TRACE else None
+    try:
+        with (out / "rss.csv").open("w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["seconds", *COLUMNS, *WITNESS_COLUMNS])
+            start = time.monotonic()
+            while not stop.is_set():
+                now = time.monotonic() - start
+                witness = rss_kb(kept[0].pid)
+                control = rss_kb(kept[1].pid) if len(kept) > 1 else ""
+                samples.rss_kb.append((now, control or witness))  # a worker that does not trace
+                row = await conn.fetchrow(
+                    "SELECT n_dead_tup, n_live_tup FROM pg_stat_user_tables WHERE relname = $1",
+                    table.strip('"'),
+                )
+                dead = (now, row["n_dead_tup"], row["n_live_tup"]) if row else (now, "", "")
+                if row is not None:
+                    samples.dead.append((now, row["n_dead_tup"], row["n_live_tup"]))
+                memory = witness_memory(traced)
+                writer.writerow(
+                    [round(now, 1), witness, control, *dead[1:]]
+                    + [memory.get(name, "") for name in WITNESS_COLUMNS]
+                )
+                file.flush()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 5)
     finally:
         await conn.close()
 
@@ -163,17 +213,28 @@ async def run_soak(
 ) -> None:
     publisher = kanthorq.App(dsn, pool_size=4)
     samples = Samples()
+    out = Path(OUT) if OUT else tmp_path / "soak"
+    out.mkdir(parents=True, exist_ok=True)
+    watch: dict[str, object] = {}
+    if TRACE:
+        watch = {
+            "tracemalloc_dir": out / "tracemalloc",
+            "tracemalloc_first": WARM_UP,
+            "tracemalloc_every": SNAPSHOT_EVERY,
+        }
     async with publisher:
         await create_ledger(db)
         await publisher.publish("job.soak", {"seq": -1})  # the stream exists before the workers
-        pool = [workers.spawn(dsn, log_level="WARNING", **KNOBS) for _ in range(WORKERS)]
-        witness = pool[0]
+        witness = workers.spawn(dsn, log_level="WARNING", **KNOBS, **watch)
+        pool = [witness] + [
+            workers.spawn(dsn, log_level="WARNING", **KNOBS) for _ in range(WORKERS - 1)
+        ]
         await wait_until(lambda: _registered(db), timeout=30)
         table = await task_table(db, "jobs")
         events_table = await stream_table(db)
         began = time.monotonic()
         stop_sampling = asyncio.Event()
-        sampler = asyncio.create_task(sample(dsn, witness, table, samples, stop_sampling))
+        sampler = asyncio.create_task(sample(dsn, pool[:KEPT], table, samples, stop_sampling, out))
         try:
             published, _ = await asyncio.gather(
                 publish_evenly(publisher, began + SECONDS * 0.9),
@@ -223,9 +284,9 @@ async def run_soak(
         claim_latency_p50_ms=p50,
         claim_latency_p99_ms=p99,
     )
-    (tmp_path / "soak-report.json").write_text(json.dumps(asdict(report), indent=2))
+    (out / "soak-report.json").write_text(json.dumps(asdict(report), indent=2))
     with capsys.disabled():
-        print("\nsoak report:", json.dumps(asdict(report), indent=2))
+        print("\nsoak report:", json.dumps(asdict(report), indent=2), "\nseries:", out)
 
     assert witness.alive(), workers.logs()
     assert report.lost == 0
