@@ -23,7 +23,7 @@ import pytest
 
 import kanthorq
 from kanthorq import embedded, migrate
-from kanthorq.store import Registry
+from kanthorq.store import ConsumerQueries, Registry
 
 _counter = itertools.count()
 
@@ -196,6 +196,24 @@ def registry(pool: asyncpg.Pool, dsn: str | None) -> Registry:
         return await asyncpg.connect(dsn)
 
     return Registry(pool, connect)
+
+
+async def converted(queries: ConsumerQueries, pool: asyncpg.Pool, limit: int = 1000) -> int:
+    """Convert up to ``limit`` events: the tasks inserted. It waits out a moment when
+    conversion is held back by a transaction that may still commit events (another test's,
+    in another database, can do that for an instant: a savepoint's subtransaction does not
+    say which database it belongs to)."""
+    inserted = scanned = 0
+
+    async def step() -> bool:
+        nonlocal inserted, scanned
+        result = await queries.convert(pool, limit - scanned)
+        inserted += result.inserted
+        scanned += result.scanned
+        return scanned >= limit or not result.waiting
+
+    await wait_until(step, timeout=20)
+    return inserted
 
 
 async def task_table(conn: asyncpg.Connection, consumer: str) -> str:

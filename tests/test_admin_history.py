@@ -16,7 +16,15 @@ from kanthorq import TaskState
 from kanthorq.cli import main
 from kanthorq.errors import ConfigError, NotPublished, UnknownConsumer, UnknownStream
 from kanthorq.store import ConsumerQueries, ConsumerSpec
-from tests.conftest import Running, registry, stream_table, task_states, task_table, wait_until
+from tests.conftest import (
+    Running,
+    converted,
+    registry,
+    stream_table,
+    task_states,
+    task_table,
+    wait_until,
+)
 
 AppFactory = Callable[..., kanthorq.App]
 Starter = Callable[..., Awaitable[Running]]
@@ -87,7 +95,7 @@ async def test_replay_from_an_event_and_the_cases_left_alone(
 ) -> None:
     queries = await consumer(app, "c")
     ids = await app.publish_many([("a.b", b"1"), ("a.b", b"2")])
-    assert (await queries.convert(app.pool, 100)).inserted == 2
+    assert await converted(queries, app.pool, 100) == 2
     table = await task_table(db, "c")
     await db.execute(f"DELETE FROM {table}")
 
@@ -100,7 +108,7 @@ async def test_replay_from_an_event_and_the_cases_left_alone(
     assert back.updated == 1
     again = await app.admin.replay("c", event_id=ids[1])  # already before it: never skip
     assert (again.updated, again.skipped) == (0, {"cursor already at or before that point": 1})
-    assert (await queries.convert(app.pool, 100)).inserted == 2
+    assert await converted(queries, app.pool, 100) == 2
 
 
 @pytest.mark.parametrize(
@@ -129,7 +137,7 @@ async def test_delete_events_keeps_what_any_consumer_still_needs(
     first = await consumer(app, "first")
     done, open_, later = await app.publish_many([("a.x", b"1"), ("a.y", b"2"), ("a.z", b"3")])
     await consumer(app, "second", include="other.>")
-    await first.convert(app.pool, 2)  # first has converted done and open_, not later
+    await converted(first, app.pool, 2)  # first has converted done and open_, not later
     tasks = await task_table(db, "first")
     await db.execute(f"UPDATE {tasks} SET state = 101 WHERE event_id = $1", done)
     events = await stream_table(db)
@@ -141,7 +149,7 @@ async def test_delete_events_keeps_what_any_consumer_still_needs(
     assert blocked.skipped == {"not converted by every consumer yet": 3}
 
     second = await consumer(app, "second", include="other.>")
-    await second.convert(app.pool, 100)
+    await converted(second, app.pool, 100)
     result = await app.admin.delete_events("default", before=NOW, batch_size=1)
     assert result.updated == 1
     assert result.skipped == {"open tasks": 1, "not converted by every consumer yet": 1}
@@ -160,7 +168,7 @@ async def test_prune_tasks_deletes_only_old_finalized_tasks(
 ) -> None:
     queries = await consumer(app, "c")
     ids = await app.publish_many([("a.b", str(i).encode()) for i in range(6)])
-    await queries.convert(app.pool, 100)
+    await converted(queries, app.pool, 100)
     table = await task_table(db, "c")
     old = "kanthorq_now_ms() - 86400000"
     plan = [(101, old), (-101, old), (-102, old), (101, "kanthorq_now_ms()"), (1, "0"), (102, "0")]
@@ -237,7 +245,7 @@ async def test_cli_replay_prune_and_drop(
 ) -> None:
     queries = await consumer(app, "c")
     await app.publish_many([("a.b", b"1"), ("a.b", b"2")])
-    await queries.convert(app.pool, 100)
+    await converted(queries, app.pool, 100)
 
     def cli(*argv: str) -> Awaitable[int]:
         return asyncio.to_thread(main, [*argv, "--dsn", dsn])

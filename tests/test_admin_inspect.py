@@ -16,7 +16,7 @@ from kanthorq.entities import ATTEMPT_BASE_KEY, TaskState
 from kanthorq.errors import ConfigError, InvalidName, InvalidSubject, UnknownConsumer, UnknownStream
 from kanthorq.ids import new_id
 from kanthorq.store import ConsumerQueries, ConsumerSpec
-from tests.conftest import Running, stream_table, task_table, wait_state
+from tests.conftest import Running, converted, stream_table, task_table, wait_state
 
 AppFactory = Callable[..., kanthorq.App]
 ZERO_STATES = {
@@ -54,8 +54,7 @@ async def register(
 
 async def convert(app: kanthorq.App, queries: ConsumerQueries, events: int) -> None:
     """Convert exactly ``events`` events past the consumer's cursor."""
-    result = await queries.convert(app.pool, events)
-    assert result.scanned == events
+    await converted(queries, app.pool, events)
 
 
 async def set_tasks(db: asyncpg.Connection, consumer: str, ids: list[str], sql: str) -> None:

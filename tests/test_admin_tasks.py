@@ -16,7 +16,7 @@ from kanthorq.admin import TaskFilter
 from kanthorq.cli import main
 from kanthorq.errors import ConfigError, UnknownConsumer
 from kanthorq.store import ConsumerQueries, ConsumerSpec
-from tests.conftest import Running, registry, task_table, wait_state
+from tests.conftest import Running, converted, registry, task_table, wait_state
 
 AppFactory = Callable[..., kanthorq.App]
 Starter = Callable[..., Awaitable[Running]]
@@ -35,7 +35,7 @@ async def arrange(
     """One event and one task per (subject, state), created an hour ago."""
     queries = await registry(app.pool, app.dsn).consumer(SPEC)
     ids = await app.publish_many([(subject, b"{}") for subject, _ in tasks])
-    await queries.convert(app.pool, 1000)
+    await converted(queries, app.pool, 1000)
     table = await task_table(db, "ops")
     for event_id, (_, state) in zip(ids, tasks, strict=True):
         await db.execute(
