@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from kanthorq import dedup
+from kanthorq import dedup, grouping
 from kanthorq.clock import DbClock
 from kanthorq.database import (
     DB_ERRORS,
@@ -30,6 +30,7 @@ from kanthorq.database import (
 )
 from kanthorq.entities import Event
 from kanthorq.errors import ConnectionFailed, InvalidPayload
+from kanthorq.grouping import GroupWriter
 from kanthorq.ids import event_ms, new_ids, table_name, validate_name
 from kanthorq.payloads import encode_body, encode_metadata
 from kanthorq.publish_errors import Step, noting_connect_failures, publish_error
@@ -244,6 +245,24 @@ class Publisher:
         self._clock = clock
         self._resync: asyncio.Task[None] | None = None
         self._max_body = max_body_size
+        self._groups: dict[str, GroupWriter] = {}  # stream id: its group commit
+
+    def _group(self, stream_id: str) -> GroupWriter:
+        group = self._groups.get(stream_id)
+        if group is None:
+            one, batch = (
+                render("publish_one", stream_id=stream_id),
+                render("publish_batch", stream_id=stream_id),
+            )
+
+            async def write(rows: Sequence[Row]) -> None:
+                if len(rows) == 1:
+                    await self._pool.execute(one, *rows[0])
+                else:
+                    await self._pool.execute(batch, *grouping.columns(rows))
+
+            group = self._groups[stream_id] = GroupWriter(write, _WRITE_ERRORS)
+        return group
 
     async def _read_clock(self) -> None:
         """Read the database's time again (in the background; the clock is followed
@@ -286,11 +305,14 @@ class Publisher:
 
         async def insert(ref: StreamRef) -> None:
             [row] = self._rows(ref, [content])
-            if key is None:
-                await db.execute(render("publish_one", stream_id=ref.id), *row)
-                made[:] = [(row[0], True)]
-            else:
+            if key is not None:
                 made[:] = [await dedup.write_one(db, ref.id, row, key)]
+                return
+            if conn is None:  # with concurrent publishes of the stream, one commit for all
+                await self._group(ref.id).write(row)
+            else:
+                await conn.execute(render("publish_one", stream_id=ref.id), *row)
+            made[:] = [(row[0], True)]
 
         await self._write(stream, conn, insert, keyed=key is not None)
         return made[0]

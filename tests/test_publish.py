@@ -483,3 +483,23 @@ async def test_any_valid_event_round_trips(
         assert row["subject"] == subject
         assert row["body"] == body
         assert msgspec.json.decode(row["metadata"]) == metadata
+
+
+# ---- group commit ---------------------------------------------------------------------
+
+
+async def test_concurrent_publishes_are_written_together_and_each_returns_its_own_id(
+    make_app: Callable[..., kanthorq.App], db: asyncpg.Connection
+) -> None:
+    async with make_app(pool_size=4) as app:
+        alone = await app.publish("a.b", {"n": -1})  # nothing in flight: a write of its own
+        ids = await asyncio.gather(*(app.publish("a.b", {"n": n}) for n in range(64)))
+    table = await stream_table(db)
+    rows = await db.fetch(f"SELECT id, body, txid::TEXT AS txid FROM {table}")
+    stored = {r["id"]: r for r in rows}
+    assert set(stored) == {alone, *ids}
+    assert [msgspec.json.decode(stored[i]["body"]) for i in ids] == [{"n": n} for n in range(64)]
+    transactions = {r["txid"] for r in rows}
+    assert len(transactions) < 65  # gathered: fewer commits than events
+    alone_txid = stored[alone]["txid"]
+    assert sum(r["txid"] == alone_txid for r in rows) == 1
