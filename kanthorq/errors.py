@@ -106,6 +106,12 @@ class Discard(KanthorQError):
         super().__init__(reason or "discarded by the handler")
 
 
+class UndecodableBody(Discard, ValueError):
+    """The event's body cannot be decoded into the handler's type: it never will, so the task
+    is discarded at once (without using up its retries), and ``on_discard`` receives this.
+    The decoder's own error is the ``__cause__``."""
+
+
 class PublishError(KanthorQError):
     """The event could not be published.
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from kanthorq import bodies
 from kanthorq.errors import InvalidPayload, PayloadTooLarge
 
 MAX_METADATA_DEPTH = 32
@@ -14,14 +15,15 @@ _encoder = msgspec.json.Encoder()
 
 
 def encode_body(body: object, max_size: int) -> bytes:
-    """``bytes`` are kept as they are; anything else is encoded to JSON with msgspec."""
+    """``bytes`` are kept as they are; anything else is encoded to JSON with msgspec, or a
+    Pydantic model with its own serializer (:mod:`kanthorq.bodies`)."""
     if isinstance(body, bytes):
         data = body
     elif isinstance(body, bytearray | memoryview):
         data = bytes(body)
     else:
         try:
-            data = _encoder.encode(body)
+            data = bodies.encode(body)
         except (TypeError, ValueError, msgspec.EncodeError, RecursionError) as exc:
             raise InvalidPayload(
                 f"body of type {type(body).__name__} cannot be encoded to JSON: {exc}"

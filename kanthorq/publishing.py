@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal, overload
 
 from kanthorq.clock import DbClock
-from kanthorq.database import Conn
+from kanthorq.connections import AnyConn, driver_connection
 from kanthorq.publisher import Item, Publisher
 from kanthorq.schedule import schedule_ms
 
@@ -33,7 +33,7 @@ class Publishing:
         *,
         stream: str | None = ...,
         metadata: dict[str, Any] | None = ...,
-        conn: Conn | None = ...,
+        conn: AnyConn | None = ...,
         delay: float | None = ...,
         at: datetime | None = ...,
         key: str | None = ...,
@@ -48,7 +48,7 @@ class Publishing:
         *,
         stream: str | None = ...,
         metadata: dict[str, Any] | None = ...,
-        conn: Conn | None = ...,
+        conn: AnyConn | None = ...,
         delay: float | None = ...,
         at: datetime | None = ...,
         key: str | None = ...,
@@ -62,13 +62,14 @@ class Publishing:
         *,
         stream: str | None = None,
         metadata: dict[str, Any] | None = None,
-        conn: Conn | None = None,
+        conn: AnyConn | None = None,
         delay: float | None = None,
         at: datetime | None = None,
         key: str | None = None,
         return_created: bool = False,
     ) -> str | tuple[str, bool]:
-        """Append one event; return its id. With ``conn=``, it joins that transaction.
+        """Append one event; return its id. With ``conn=`` (an asyncpg connection, or a
+        SQLAlchemy ``AsyncConnection``/``AsyncSession`` on asyncpg), it joins that transaction.
 
         ``delay`` (seconds) or ``at`` (an aware datetime): every consumer's task for the
         event becomes runnable then, not now. ``key``: publish it only if no event of the
@@ -77,12 +78,13 @@ class Publishing:
         created)`` instead, ``created`` False for a duplicate.
         """
         schedule = schedule_ms(delay, at, self._clock.now_ms())
-        event_id, created = await self._require_publisher().publish(
+        publisher = self._require_publisher()
+        event_id, created = await publisher.publish(
             self.stream if stream is None else stream,
             subject,
             body,
             metadata,
-            conn,
+            None if conn is None else await driver_connection(conn),
             schedule,
             key,
         )
@@ -94,7 +96,7 @@ class Publishing:
         items: Iterable[Item],
         *,
         stream: str | None = ...,
-        conn: Conn | None = ...,
+        conn: AnyConn | None = ...,
         delay: float | None = ...,
         at: datetime | None = ...,
         keys: Sequence[str | None] | None = ...,
@@ -107,7 +109,7 @@ class Publishing:
         items: Iterable[Item],
         *,
         stream: str | None = ...,
-        conn: Conn | None = ...,
+        conn: AnyConn | None = ...,
         delay: float | None = ...,
         at: datetime | None = ...,
         keys: Sequence[str | None] | None = ...,
@@ -119,7 +121,7 @@ class Publishing:
         items: Iterable[Item],
         *,
         stream: str | None = None,
-        conn: Conn | None = None,
+        conn: AnyConn | None = None,
         delay: float | None = None,
         at: datetime | None = None,
         keys: Sequence[str | None] | None = None,
@@ -131,8 +133,10 @@ class Publishing:
         earlier item of the batch, returns the id of the event holding its key; such a
         batch is written with one INSERT instead of a COPY)."""
         schedule = schedule_ms(delay, at, self._clock.now_ms())
-        ids, created = await self._require_publisher().publish_many(
-            self.stream if stream is None else stream, items, conn, schedule, keys
+        publisher = self._require_publisher()
+        db = None if conn is None else await driver_connection(conn)
+        ids, created = await publisher.publish_many(
+            self.stream if stream is None else stream, items, db, schedule, keys
         )
         if not return_created:
             return ids
