@@ -39,14 +39,17 @@ async def test_message_records_each_settle_and_extend() -> None:
     assert msg.event.subject == msg.task.subject == "order.paid"
     assert msg.event.metadata == {"source": "test"}
     assert msg.task.attempt_count == 1
-    assert msg.task.event_id == msg.event.id and msg.event.id.startswith("event_")
+    assert msg.task.event_id == msg.event.id
+    assert msg.event.id.startswith("event_")
 
     assert await msg.extend(30) is True
     marker = object()
     assert await msg.ack(conn=marker) is True  # no database: the connection is only recorded
     assert await msg.nack("too late") is False  # only the first settle acts, as for real
     assert await msg.extend(5) is False
-    assert msg.acked and not msg.nacked and not msg.cancelled
+    assert msg.acked
+    assert not msg.nacked
+    assert not msg.cancelled
     assert msg.extended == [30]
     assert [(c.name, c.conn is marker) for c in msg.calls] == [("extend", False), ("ack", True)]
 
@@ -57,7 +60,8 @@ async def test_message_nack_and_cancel() -> None:
     assert (nacked.nacked, nacked.nack_reason, nacked.task.attempt_count) == (True, "no stock", 3)
     cancelled = message("a.b")
     assert await cancelled.cancel()
-    assert cancelled.cancelled and not cancelled.acked
+    assert cancelled.cancelled
+    assert not cancelled.acked
     assert [c.name for c in cancelled.calls] == ["cancel"]
 
 
@@ -203,7 +207,9 @@ async def test_another_fresh_database(kanthorq_dsn):
 
 def _pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """pytest in a project of its own (no kanthorq settings), as a user runs it."""
-    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+    )
     (tmp_path / "test_user.py").write_text(textwrap.dedent(USER_TEST))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
