@@ -38,7 +38,7 @@ def _enc_hook(value: Any) -> Any:
     base = _base_model()
     if base is not None and isinstance(value, base):
         return value.model_dump(mode="json", by_alias=True)
-    raise NotImplementedError(f"objects of type {type(value).__name__} are not supported")
+    raise TypeError(f"objects of type {type(value).__name__} are not supported")
 
 
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
