@@ -50,10 +50,13 @@ async def test_publish_joins_an_async_connections_transaction(
         await app.publish("a.b")  # the stream exists: count its events below
         # nothing ran through SQLAlchemy yet, so its BEGIN was not sent: the publish must
         # not run before (outside) it
-        with pytest.raises(Boom):
+        async def publish_then_fail() -> None:
             async with engine.begin() as conn:
                 await app.publish("a.b", {"n": 1}, conn=conn)
                 raise Boom
+
+        with pytest.raises(Boom):
+            await publish_then_fail()
         assert await events(db) == 1
         async with engine.begin() as conn:
             await conn.execute(text("INSERT INTO invoices VALUES (1)"))
@@ -76,11 +79,14 @@ async def test_publish_joins_an_async_sessions_transaction(
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with make_app() as app:
         await app.publish("a.b")
-        with pytest.raises(Boom):
+        async def write_publish_then_fail() -> None:
             async with sessions() as session, session.begin():
                 await session.execute(text("INSERT INTO invoices VALUES (1)"))
                 await app.publish("a.b", conn=session)
                 raise Boom
+
+        with pytest.raises(Boom):
+            await write_publish_then_fail()
         assert (await events(db), await db.fetchval("SELECT count(*) FROM invoices")) == (1, 0)
         async with sessions() as session, session.begin():
             await app.publish("a.b", conn=session)
