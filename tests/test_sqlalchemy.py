@@ -48,6 +48,7 @@ async def test_publish_joins_an_async_connections_transaction(
 ) -> None:
     async with make_app() as app:
         await app.publish("a.b")  # the stream exists: count its events below
+
         # nothing ran through SQLAlchemy yet, so its BEGIN was not sent: the publish must
         # not run before (outside) it
         async def publish_then_fail() -> None:
@@ -79,6 +80,7 @@ async def test_publish_joins_an_async_sessions_transaction(
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with make_app() as app:
         await app.publish("a.b")
+
         async def write_publish_then_fail() -> None:
             async with sessions() as session, session.begin():
                 await session.execute(text("INSERT INTO invoices VALUES (1)"))
