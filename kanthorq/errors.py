@@ -67,6 +67,14 @@ class UnknownConsumer(KanthorQError, LookupError):
     """No consumer has this name."""
 
 
+class UnknownTask(KanthorQError, LookupError):
+    """The consumer has no task for this event."""
+
+
+class UnknownEvent(KanthorQError, LookupError):
+    """The stream has no event with this id."""
+
+
 class VisibilityTimeout(KanthorQError):
     """The task ran longer than its visibility timeout."""
 

@@ -11,6 +11,12 @@ from kanthorq import bodies
 from kanthorq.errors import InvalidPayload, PayloadTooLarge
 
 MAX_METADATA_DEPTH = 32
+# Metadata keys that start with "kanthorq." are kanthorq's. These are the ones an event may
+# carry: when its tasks become runnable (delay=/at=, or another client scheduling it), and
+# a periodic event's tick. Others are refused: kanthorq.attempt_base, say, is the task
+# metadata a resume writes, and an event that carried it would shrink its tasks' retries.
+RESERVED_PREFIX = "kanthorq."
+EVENT_KEYS = frozenset({"kanthorq.schedule_at", "kanthorq.tick"})
 _encoder = msgspec.json.Encoder()
 
 
@@ -73,5 +79,11 @@ def encode_metadata(metadata: object) -> str:
         )
     if not metadata:
         return "{}"
+    for key in metadata:
+        if isinstance(key, str) and key.startswith(RESERVED_PREFIX) and key not in EVENT_KEYS:
+            raise InvalidPayload(
+                f"metadata key {key!r} is reserved: keys starting with {RESERVED_PREFIX!r} "
+                f"are kanthorq's (an event may carry {', '.join(sorted(EVENT_KEYS))})"
+            )
     _check_value(metadata, "$", 0)
     return _encoder.encode(metadata).decode()
