@@ -20,23 +20,23 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install kanthorq with its dev and embedded extras
 
 # The demo's own environment holds only what the demo needs: kanthorq and the embedded
-# server. It is installed with uv: the one on PATH, else one installed from PyPI into the
-# new venv; pip only when neither works. A checkout that ran `make install` uses .venv.
+# server. It is installed with uv: the one on PATH, else one that this Python's pip installs
+# from PyPI into the new venv (pip >= 22.3: --python); plain pip only when neither works.
+# A checkout that ran `make install` uses .venv instead.
 $(DEMO_STAMP): pyproject.toml
 	rm -rf $(DEMO_VENV)
 	@if command -v uv >/dev/null 2>&1; then \
 		echo "installing the demo's packages with uv"; \
 		uv venv -q --python $(PYTHON) $(DEMO_VENV) && \
 		uv pip install -q --python $(DEMO_VENV)/bin/python -e '.[embedded]'; \
+	elif $(PYTHON) -m venv --without-pip $(DEMO_VENV) && \
+		$(PYTHON) -m pip --python $(DEMO_VENV)/bin/python install -q uv >/dev/null 2>&1; then \
+		echo "installing the demo's packages with uv (from PyPI)"; \
+		$(DEMO_VENV)/bin/uv pip install -q --python $(DEMO_VENV)/bin/python -e '.[embedded]'; \
 	else \
-		$(PYTHON) -m venv $(DEMO_VENV) && \
-		if $(DEMO_VENV)/bin/pip install -q --disable-pip-version-check uv 2>/dev/null; then \
-			echo "installing the demo's packages with uv (from PyPI)"; \
-			$(DEMO_VENV)/bin/uv pip install -q --python $(DEMO_VENV)/bin/python -e '.[embedded]'; \
-		else \
-			echo "installing the demo's packages with pip (uv is not available)"; \
-			$(DEMO_VENV)/bin/pip install -q -e '.[embedded]'; \
-		fi; \
+		echo "installing the demo's packages with pip (uv is not available)"; \
+		rm -rf $(DEMO_VENV) && $(PYTHON) -m venv $(DEMO_VENV) && \
+		$(DEMO_VENV)/bin/pip install -q -e '.[embedded]'; \
 	fi
 	touch $(DEMO_STAMP)
 
