@@ -58,6 +58,15 @@ def leaf_commands(
     return found or [(path, parser)]
 
 
+def test_every_command_has_help_and_replay_says_what_it_does_not_do() -> None:
+    for path, parser in leaf_commands(build_parser()):
+        assert parser.format_help().startswith(f"usage: kanthorq {' '.join(path)}"), path
+    [(_, replay)] = [c for c in leaf_commands(build_parser()) if c[0] == ("replay",)]
+    text = " ".join(replay.format_help().split())
+    assert "What it does not do: run an event again that already has a task" in text
+    assert "kanthorq tasks rerun runs them again" in text
+
+
 # ---- durations and times --------------------------------------------------------------------
 
 

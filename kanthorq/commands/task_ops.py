@@ -30,10 +30,10 @@ OPERATIONS = {
     ),
     "rerun": (
         "run completed, discarded and cancelled tasks again, as new attempts",
-        "Run finished tasks again (after fixing a handler): completed, discarded and "
-        "cancelled tasks become available now, as new attempts with their budget starting "
-        "again; a late ack of an earlier attempt still changes nothing. Tasks whose event "
-        "retention deleted are left alone. (replay makes tasks only for events that have "
+        "Run finished tasks again (after fixing a handler): completed, discarded and\n"
+        "cancelled tasks become available now, as new attempts with their budget starting\n"
+        "again; a late ack of an earlier attempt still changes nothing. Tasks whose event\n"
+        "retention deleted are left alone. (replay makes tasks only for events that have\n"
         "none; rerun runs existing tasks again.)",
     ),
 }
