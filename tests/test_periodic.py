@@ -120,11 +120,12 @@ async def test_after_downtime_the_latest_tick_or_every_missed_one(
 ) -> None:
     hour = 3_600_000
     now = await db.fetchval("SELECT kanthorq_now_ms()")
-    # the schedule last ticked 5.5 hours ago (its processes were down since)
+    # the schedule last ticked between 4 and 5 hours before the latest whole hour (its
+    # processes were down since): 5 ticks were missed, whatever the minute of the hour now
     await db.execute(
         "INSERT INTO kanthorq_schedule (name, stream, subject, spec, last_tick) "
         "VALUES ('hourly', 'default', 'report.build', 'x', $1)",
-        now - 5 * hour - hour // 2,
+        now // hour * hour - 4 * hour - hour // 2,
     )
     app = make_app()
     app.periodic("0 * * * *", "report.build", name="hourly", catch_up=catch_up)
