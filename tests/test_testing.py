@@ -18,7 +18,7 @@ import pytest
 
 import kanthorq
 from kanthorq.errors import ConfigError, InvalidSubject
-from kanthorq.testing import NotDrained, drain, message
+from kanthorq.testing import NotDrained, databases, drain, message
 from tests.conftest import task_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,3 +235,12 @@ async def test_the_plugin_is_opt_in(tmp_path: Path) -> None:
 
     by_name = await asyncio.to_thread(_pytest, tmp_path, "-p", "kanthorq.testing.fixtures")
     assert by_name.returncode == 0, by_name.stdout + by_name.stderr
+
+
+def test_database_names_in_dsns_with_a_socket_folder() -> None:
+    # the embedded server's DSN names its socket folder in the query string
+    embedded = "postgresql://postgres:@/postgres?host=/tmp/kq/pgdata"
+    copy = databases.with_database(embedded, "kq_t_1")
+    assert copy == "postgresql://postgres:@/kq_t_1?host=/tmp/kq/pgdata"
+    assert databases.database_of(copy) == "kq_t_1"
+    assert databases.database_of("postgresql://u@h:5432/db") == "db"

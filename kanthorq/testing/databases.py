@@ -30,6 +30,12 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+def database_of(dsn: str) -> str:
+    """The database a DSN names (its path; the embedded server's DSN has its socket folder
+    in the query string)."""
+    return urlsplit(dsn).path.lstrip("/")
+
+
 def server_dsn(data_home: Path) -> str:
     """``$KANTHORQ_TEST_DSN``, else the DSN of an embedded server keeping its data under
     ``data_home`` (started once per process, stopped when the process exits)."""
@@ -94,7 +100,7 @@ async def fresh_database(server: str, template: str) -> AsyncIterator[str]:
     try:
         yield dsn
     finally:
-        await drop_database(server, urlsplit(dsn).path.lstrip("/"))
+        await drop_database(server, database_of(dsn))
 
 
 @asynccontextmanager

@@ -49,4 +49,4 @@ def kanthorq_dsn(kanthorq_server_dsn: str, kanthorq_template: str) -> Iterator[s
     """A fresh, migrated database for this test (its DSN), dropped afterwards."""
     dsn = _run(databases.copy_database(kanthorq_server_dsn, kanthorq_template))
     yield dsn
-    _run(databases.drop_database(kanthorq_server_dsn, dsn.rsplit("/", 1)[-1]))
+    _run(databases.drop_database(kanthorq_server_dsn, databases.database_of(dsn)))
