@@ -19,9 +19,6 @@ import pytest
 import kanthorq
 from kanthorq.store import Registry
 from kanthorq.testing import databases
-from kanthorq.testing.databases import fresh_database, scratch_database, with_database
-
-__all__ = ["fresh_database", "scratch_database", "with_database"]  # for the tests' imports
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +35,7 @@ async def template_db(server_dsn: str) -> AsyncIterator[str]:
 @pytest.fixture
 async def dsn(server_dsn: str, template_db: str) -> AsyncIterator[str]:
     """A migrated database of its own for this test."""
-    async with fresh_database(server_dsn, template_db) as url:
+    async with databases.fresh_database(server_dsn, template_db) as url:
         yield url
 
 
