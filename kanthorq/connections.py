@@ -63,11 +63,11 @@ async def driver_connection(conn: object) -> Conn:
     if isinstance(conn, asyncpg.Connection | PoolConnectionProxy):
         return conn
     kind = _sqlalchemy_kind(conn)
+    given: Any = conn  # one of SQLAlchemy's asyncio objects, when kind names one
     if kind == "session":
-        connection = await conn.connection()  # type: ignore[attr-defined]
-        return await _from_sqlalchemy(connection)
+        return await _from_sqlalchemy(await given.connection())
     if kind == "connection":
-        return await _from_sqlalchemy(conn)  # type: ignore[arg-type]
+        return await _from_sqlalchemy(given)
     raise ConfigError(
         "conn= takes an asyncpg connection, or a SQLAlchemy AsyncConnection or AsyncSession "
         f"on the asyncpg driver; got {type(conn).__name__}"
