@@ -39,7 +39,13 @@ from kanthorq.publisher import Notifier, Publisher, channel
 from kanthorq.publishing import Publishing
 from kanthorq.retention import RetentionPolicy, RetentionRunner, seconds_of
 from kanthorq.store import Registry
-from kanthorq.subscription import DiscardHook, Handler, Subscription, make_subscription
+from kanthorq.subscription import (
+    DiscardHook,
+    Handler,
+    Subscription,
+    check_subjects,
+    make_subscription,
+)
 from kanthorq.worker import ConsumerWorker
 
 if TYPE_CHECKING:
@@ -149,6 +155,7 @@ class App(Publishing):
         """Register an async handler for the events whose subjects match ``subjects``.
         ``max_running`` and ``rate``: limits across every worker of the consumer
         (:mod:`kanthorq.limits`), beside each process's ``concurrency``."""
+        check_subjects(subjects)
 
         def decorator(fn: H) -> H:
             sub = make_subscription(

@@ -1,9 +1,19 @@
-"""The command line: ``kanthorq run``, ``kanthorq migrate up|down|status``, ``kanthorq pub``.
+"""The command line: ``kanthorq run``, ``migrate``, ``pub`` and the admin commands
+(:mod:`kanthorq.commands`).
 
-Exit codes: 0 success, 2 bad usage (arguments, subjects, names, metadata, the APP path),
-1 a runtime failure (the database, the network, the app's own code). Errors are one line on
-stderr, ``kanthorq: error: ...``, with the traceback only under ``--debug``. Only the CLI
-configures logging; the library never does.
+Exit codes, the same for every command:
+
+- 0: done. A selection that matched nothing, and tasks left alone for their state (both
+  reported), are done too.
+- 1: it failed while running: the database (unreachable, or without kanthorq's schema:
+  only ``kanthorq migrate`` and the app under ``run`` change the schema), the network, the
+  app's own code.
+- 2: the command is wrong: its arguments, or something it names does not exist (a stream,
+  a consumer, an event's task, an event). What does exist is still done, and reported.
+- 128 + N: ``run`` stopped at once by a second signal N.
+
+Errors are one line on stderr, ``kanthorq: error: ...``, with the traceback only under
+``--debug``. Only the CLI configures logging; the library never does.
 """
 
 from __future__ import annotations
@@ -11,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -24,17 +33,9 @@ from typing import Any
 import asyncpg
 
 from kanthorq import commands as admin_commands
-from kanthorq import embedded, logconfig, migrate, supervisor
+from kanthorq import logconfig, supervisor
 from kanthorq.app import App
-from kanthorq.commands import timeparse
-from kanthorq.commands.common import non_negative_seconds
-from kanthorq.database import (
-    connect,
-    listen_target,
-    parse_dsn,
-    resolve_dsn,
-    resolve_statement_cache_size,
-)
+from kanthorq.database import listen_target
 from kanthorq.errors import (
     ConfigError,
     InvalidName,
@@ -42,15 +43,11 @@ from kanthorq.errors import (
     InvalidSubject,
     KanthorQError,
     UnknownConsumer,
+    UnknownEvent,
     UnknownStream,
+    UnknownTask,
 )
-from kanthorq.ids import validate_name
-from kanthorq.linereader import line_batches
 from kanthorq.loader import AppImportFailed, load_app
-from kanthorq.payloads import encode_metadata
-from kanthorq.schedule import schedule_ms
-from kanthorq.sqlfiles import migrations
-from kanthorq.subjects import validate_subject
 
 PROG = "kanthorq"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -61,6 +58,8 @@ USAGE_ERRORS = (
     InvalidPayload,
     UnknownStream,
     UnknownConsumer,
+    UnknownTask,
+    UnknownEvent,
 )
 
 logger = logging.getLogger("kanthorq.cli")
@@ -70,12 +69,20 @@ examples:
   kanthorq run app:app                     run every consumer of app = kanthorq.App() in app.py
   kanthorq pub order.cancelled '{"order_id": 42}'
   kanthorq migrate up --dsn postgresql://user@localhost/db
+  kanthorq completion bash > ~/.local/share/bash-completion/completions/kanthorq
 
 The database: --dsn, else $KANTHORQ_DSN, else the embedded PostgreSQL under ./.kanthorq
 (or $KANTHORQ_HOME; needs pip install 'kanthorq[embedded]'). Behind PgBouncer in
 transaction pooling mode: --statement-cache-size 0 (or KANTHORQ_STATEMENT_CACHE_SIZE=0),
 and for `run`, --listen-dsn (or $KANTHORQ_LISTEN_DSN) with a direct connection for LISTEN.
-Exit codes: 0 success, 1 runtime failure, 2 bad usage.
+Only `migrate` (and an app, under `run`) changes the schema: the other commands refuse a
+database whose migrations are not all applied (exit 1), blank or not.
+Durations: 90 (seconds), 90s, 15m, 2h, 3d. Times: ISO 8601 with an offset
+(2026-11-28T10:00:00Z). --json prints the result as JSON, for scripts, on every command
+but run and completion.
+Exit codes: 0 done (also when nothing matched); 1 failed while running (the database, the
+network, the app); 2 a wrong command: bad arguments, or it names a stream, consumer, task
+or event that does not exist (what exists is still done).
 """
 RUN_EPILOG = """\
 examples:
@@ -97,31 +104,6 @@ to finish, hands the rest back for retry at once, and exits 0. A second signal e
 once (code 128 + the signal number); its running tasks return after their visibility
 timeout.
 """
-MIGRATE_EPILOG = """\
-examples:
-  kanthorq migrate status
-  kanthorq migrate up
-  kanthorq migrate down --yes          revert the last migration
-  kanthorq migrate down --all --yes    revert every migration
-
-Apps apply the migrations when they open (App(migrate=False) turns that off); these commands
-run them by hand. Reverting the first migration drops every stream and consumer table, with
-their events and tasks, so 'down' needs --yes.
-"""
-PUB_EPILOG = """\
-examples:
-  kanthorq pub order.cancelled '{"order_id": 42}'
-  kanthorq pub order.cancelled --metadata '{"source": "cli"}' < body.json
-  kanthorq pub order.cancelled --lines --stream orders < events.jsonl
-  kanthorq pub invoice.remind '{"id": 7}' --delay 3600
-  kanthorq pub invoice.remind '{"id": 7}' --at 2026-12-01T09:00:00Z
-
-BODY is stored as its UTF-8 bytes, as is stdin's content; the body is never re-encoded.
-With --lines, each non-empty stdin line is one event (its line ending removed), published
-in batches of up to --batch-size as lines arrive. The event ids are printed one per line.
-"""
-
-
 # ---- run ----------------------------------------------------------------------------
 
 
@@ -198,104 +180,6 @@ async def serve(app: App, consumers: Sequence[str] | None, metrics: str | None =
     return EXIT_OK
 
 
-# ---- migrate ------------------------------------------------------------------------
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    if args.action == "down" and not args.yes:
-        raise ConfigError(
-            "migrate down reverts the schema and can drop data (reverting the first migration "
-            "drops every stream and consumer table with their events and tasks); "
-            "add --yes if you mean it"
-        )
-    return asyncio.run(_migrate(args))
-
-
-async def _migrate(args: argparse.Namespace) -> int:
-    cache_size = resolve_statement_cache_size(args.statement_cache_size)
-    dsn = resolve_dsn(args.dsn)
-    if dsn is None:
-        dsn = await asyncio.to_thread(embedded.start)
-        logger.warning("no DSN given: using the embedded PostgreSQL at %s", dsn)
-    conn = await connect(parse_dsn(dsn), statement_cache_size=cache_size)
-    try:
-        if args.action == "up":
-            done = await migrate.up(conn)
-            _report_migrations("applied", done, "nothing to apply: the schema is up to date")
-        elif args.action == "down":
-            done = await migrate.down(conn, None if args.all else 1)
-            _report_migrations("reverted", done, "nothing to revert: no migration is applied")
-        else:
-            pending = {m.version for m in await migrate.pending(conn)}
-            for m in migrations():
-                state = "pending" if m.version in pending else "applied"
-                print(f"{m.version:04d}_{m.name}  {state}")
-    finally:
-        await conn.close()
-    return EXIT_OK
-
-
-def _report_migrations(verb: str, done: Sequence[Any], nothing: str) -> None:
-    if not done:
-        print(nothing)
-    for m in done:
-        print(f"{verb} {m.version:04d}_{m.name}")
-
-
-# ---- pub ----------------------------------------------------------------------------
-
-
-def cmd_pub(args: argparse.Namespace) -> int:
-    # check everything before any connection is made
-    subject = validate_subject(args.subject)
-    stream = validate_name(args.stream, "stream")
-    meta = _parse_metadata(args.metadata)
-    schedule_ms(args.delay, args.at, 0)  # both given, or out of range: refused before connecting
-    if args.lines and args.body is not None:
-        raise ConfigError("--lines reads the events from stdin; do not give BODY as well")
-    body: bytes | None = None
-    if not args.lines:
-        if args.body is not None:
-            body = args.body.encode("utf-8", "surrogateescape")
-        else:
-            if sys.stdin.isatty():
-                print("reading the body from stdin (end it with Ctrl-D)", file=sys.stderr)
-            body = sys.stdin.buffer.read()
-    return asyncio.run(_pub(args, subject, stream, meta, body))
-
-
-def _parse_metadata(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidPayload(f"--metadata is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidPayload(f"--metadata must be a JSON object, got {type(value).__name__}")
-    encode_metadata(value)  # the same checks the publisher makes
-    return value
-
-
-async def _pub(
-    args: argparse.Namespace,
-    subject: str,
-    stream: str,
-    meta: dict[str, Any] | None,
-    body: bytes | None,
-) -> int:
-    async with App(args.dsn, stream=stream, statement_cache_size=args.statement_cache_size) as app:
-        when = {"delay": args.delay, "at": args.at}
-        if body is not None:
-            print(await app.publish(subject, body, metadata=meta, **when), flush=True)
-            return EXIT_OK
-        async for batch in line_batches(sys.stdin.fileno(), args.batch_size):
-            ids = await app.publish_many([(subject, line, meta) for line in batch], **when)
-            sys.stdout.write("".join(f"{event_id}\n" for event_id in ids))
-            sys.stdout.flush()
-    return EXIT_OK
-
-
 # ---- the parser ---------------------------------------------------------------------
 
 
@@ -327,13 +211,6 @@ def _common_options(*, sub: bool) -> argparse.ArgumentParser:
     )
     logconfig.add_options(group, unset)
     return parent
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -399,68 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run, default_log_level="INFO", defer_logging=True)
 
-    mig = commands.add_parser(
-        "migrate",
-        help="apply, revert or list the schema migrations",
-        description="Apply, revert or list the schema migrations of kanthorq's tables.",
-        epilog=MIGRATE_EPILOG,
-        formatter_class=fmt,
-        parents=common,
-    )
-    actions = mig.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, text in (
-        ("up", "apply every pending migration"),
-        ("status", "list the migrations and whether each is applied"),
-    ):
-        actions.add_parser(
-            name, help=text, description=text.capitalize() + ".", parents=common
-        ).set_defaults(all=False, yes=False)
-    down = actions.add_parser(
-        "down",
-        help="revert the last migration (--all: every one); needs --yes",
-        description="Revert the last applied migration, or every one with --all. Reverting "
-        "the first migration drops every stream and consumer table: it needs --yes.",
-        parents=common,
-    )
-    down.add_argument("--all", action="store_true", help="revert every applied migration")
-    down.add_argument("--yes", action="store_true", help="confirm: this can drop data")
-    mig.set_defaults(handler=cmd_migrate, default_log_level="WARNING")
-
-    pub = commands.add_parser(
-        "pub",
-        help="publish events",
-        description="Publish one event (BODY, else stdin), or one per stdin line (--lines).",
-        epilog=PUB_EPILOG,
-        formatter_class=fmt,
-        parents=common,
-    )
-    pub.add_argument("subject", metavar="SUBJECT", help="the event's subject, e.g. order.created")
-    pub.add_argument("body", metavar="BODY", nargs="?", help="the body (default: stdin)")
-    pub.add_argument("--stream", default="default", help="the stream (default: %(default)s)")
-    pub.add_argument("--metadata", metavar="JSON", help="a JSON object stored with each event")
-    pub.add_argument("--lines", action="store_true", help="one event per stdin line")
-    when = pub.add_mutually_exclusive_group()
-    when.add_argument(
-        "--delay",
-        type=non_negative_seconds,
-        metavar="SECONDS",
-        help="the tasks become runnable this many seconds from now",
-    )
-    when.add_argument(
-        "--at",
-        type=timeparse.instant,
-        metavar="TIME",
-        help="the tasks become runnable at this ISO 8601 time (with Z or an offset)",
-    )
-    pub.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=1000,
-        metavar="N",
-        help="with --lines, events per COPY at most (default: %(default)s)",
-    )
-    pub.set_defaults(handler=cmd_pub, default_log_level="WARNING")
-    admin_commands.register(commands, common)
+    admin_commands.register(commands, common, parser)
     return parser
 
 

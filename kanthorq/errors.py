@@ -67,6 +67,14 @@ class UnknownConsumer(KanthorQError, LookupError):
     """No consumer has this name."""
 
 
+class UnknownTask(KanthorQError, LookupError):
+    """The consumer has no task for this event."""
+
+
+class UnknownEvent(KanthorQError, LookupError):
+    """The stream has no event with this id."""
+
+
 class VisibilityTimeout(KanthorQError):
     """The task ran longer than its visibility timeout."""
 
@@ -104,6 +112,12 @@ class Discard(KanthorQError):
     def __init__(self, reason: str | None = None) -> None:
         self.reason = reason
         super().__init__(reason or "discarded by the handler")
+
+
+class UndecodableBody(Discard, ValueError):
+    """The event's body cannot be decoded into the handler's type: it never will, so the task
+    is discarded at once (without using up its retries), and ``on_discard`` receives this.
+    The decoder's own error is the ``__cause__``."""
 
 
 class PublishError(KanthorQError):

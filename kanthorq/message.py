@@ -5,10 +5,9 @@ from __future__ import annotations
 import enum
 from typing import Any, Protocol, TypeVar
 
-import msgspec
-
+from kanthorq import bodies
 from kanthorq.checks import is_seconds
-from kanthorq.database import Conn
+from kanthorq.connections import AnyConn
 from kanthorq.entities import Event, Task
 from kanthorq.errors import MAX_DELAY, ConfigError
 
@@ -25,7 +24,7 @@ class Settler(Protocol):
     """The worker side of a message: applies an outcome, fenced on the claimed attempt."""
 
     async def settle(
-        self, msg: Message, outcome: Outcome, reason: str | None, conn: Conn | None
+        self, msg: Message, outcome: Outcome, reason: str | None, conn: AnyConn | None
     ) -> bool: ...
 
     async def extend(self, msg: Message, seconds: float) -> bool: ...
@@ -35,7 +34,8 @@ class Message:
     """One claimed task and its event, handed to a handler.
 
     ``ack``, ``nack`` and ``cancel`` are safe to call twice: only the first call acts. With
-    ``conn=`` (an asyncpg connection in a transaction) the change joins that transaction, so
+    ``conn=`` (an asyncpg connection in a transaction, or a SQLAlchemy ``AsyncConnection`` or
+    ``AsyncSession`` on the asyncpg driver) the change joins that transaction, so
     the handler's own writes and the task's completion commit together. Each returns whether
     the task changed: False when the attempt is stale (the task was rescued meanwhile), and
     with ``conn=`` a stale attempt raises :class:`kanthorq.errors.StaleTask` instead, so the
@@ -58,29 +58,33 @@ class Message:
         )
 
     def json(self) -> Any:
-        """The body decoded from JSON."""
-        return msgspec.json.decode(self.event.body)
+        """The body decoded from JSON; :class:`kanthorq.errors.UndecodableBody` (the task
+        is discarded) when it is not JSON."""
+        return bodies.decode_any(self.event.body)
 
     def decode(self, type: type[T]) -> T:
-        """The body decoded from JSON into ``type`` (a msgspec.Struct, a dataclass, ...)."""
-        return msgspec.json.decode(self.event.body, type=type)
+        """The body decoded from JSON into ``type`` (a msgspec.Struct, a dataclass, an attrs
+        class, a Pydantic model, ...); :class:`kanthorq.errors.UndecodableBody` (the task is
+        discarded at once, since it would never decode) when it does not fit."""
+        decoded: T = bodies.decode(self.event.body, type)
+        return decoded
 
-    async def _settle(self, outcome: Outcome, reason: str | None, conn: Conn | None) -> bool:
+    async def _settle(self, outcome: Outcome, reason: str | None, conn: AnyConn | None) -> bool:
         if self.settled is not None:
             return False
         self.settled = outcome
         self.in_transaction = conn is not None
         return await self._settler.settle(self, outcome, reason, conn)
 
-    async def ack(self, conn: Conn | None = None) -> bool:
+    async def ack(self, conn: AnyConn | None = None) -> bool:
         """Complete the task now, instead of when the handler returns."""
         return await self._settle(Outcome.ACK, None, conn)
 
-    async def nack(self, reason: str = "nacked", conn: Conn | None = None) -> bool:
+    async def nack(self, reason: str = "nacked", conn: AnyConn | None = None) -> bool:
         """Fail this attempt: retry with the consumer's backoff, or discard when used up."""
         return await self._settle(Outcome.NACK, reason, conn)
 
-    async def cancel(self, conn: Conn | None = None) -> bool:
+    async def cancel(self, conn: AnyConn | None = None) -> bool:
         """Cancel the task: it will not run again unless a person resumes it."""
         return await self._settle(Outcome.CANCEL, None, conn)
 

@@ -23,8 +23,9 @@ import asyncpg
 import msgspec
 
 from kanthorq.completer import Completer
+from kanthorq.connections import AnyConn, driver_connection
 from kanthorq.database import DB_ERRORS, Conn
-from kanthorq.errors import Retry, StaleTask
+from kanthorq.errors import Retry, StaleTask, UndecodableBody
 from kanthorq.hooks import Hooks, Settlement
 from kanthorq.message import Message, Outcome
 from kanthorq.policies import delay_for
@@ -144,6 +145,8 @@ class Outcomes:
             )
             return
         msg.settled = Outcome.NACK
+        # a body that did not decode never will: discard it without using up the retries
+        discard = discard or isinstance(exc, UndecodableBody)
         await self._record_failure(msg, exc, delay=delay, discard=discard)
 
     async def _record_failure(
@@ -309,9 +312,11 @@ class Outcomes:
         return True
 
     async def settle(
-        self, msg: Message, outcome: Outcome, reason: str | None, conn: Conn | None
+        self, msg: Message, outcome: Outcome, reason: str | None, given: AnyConn | None
     ) -> bool:
-        """Explicit ack, nack or cancel from a handler (see :class:`Message`)."""
+        """Explicit ack, nack or cancel from a handler (see :class:`Message`); ``given``: the
+        caller's connection, asyncpg's or SQLAlchemy's."""
+        conn = None if given is None else await driver_connection(given)
         if outcome is Outcome.NACK:
             changed = await self._record_failure(msg, Retry(reason=reason), conn=conn)
         elif outcome is Outcome.CANCEL:

@@ -7,21 +7,29 @@ from typing import Any
 
 import msgspec
 
+from kanthorq import bodies
 from kanthorq.errors import InvalidPayload, PayloadTooLarge
 
 MAX_METADATA_DEPTH = 32
+# Metadata keys that start with "kanthorq." are kanthorq's. These are the ones an event may
+# carry: when its tasks become runnable (delay=/at=, or another client scheduling it), and
+# a periodic event's tick. Others are refused: kanthorq.attempt_base, say, is the task
+# metadata a resume writes, and an event that carried it would shrink its tasks' retries.
+RESERVED_PREFIX = "kanthorq."
+EVENT_KEYS = frozenset({"kanthorq.schedule_at", "kanthorq.tick"})
 _encoder = msgspec.json.Encoder()
 
 
 def encode_body(body: object, max_size: int) -> bytes:
-    """``bytes`` are kept as they are; anything else is encoded to JSON with msgspec."""
+    """``bytes`` are kept as they are; anything else is encoded to JSON with msgspec, or a
+    Pydantic model with its own serializer (:mod:`kanthorq.bodies`)."""
     if isinstance(body, bytes):
         data = body
     elif isinstance(body, bytearray | memoryview):
         data = bytes(body)
     else:
         try:
-            data = _encoder.encode(body)
+            data = bodies.encode(body)
         except (TypeError, ValueError, msgspec.EncodeError, RecursionError) as exc:
             raise InvalidPayload(
                 f"body of type {type(body).__name__} cannot be encoded to JSON: {exc}"
@@ -71,5 +79,11 @@ def encode_metadata(metadata: object) -> str:
         )
     if not metadata:
         return "{}"
+    for key in metadata:
+        if isinstance(key, str) and key.startswith(RESERVED_PREFIX) and key not in EVENT_KEYS:
+            raise InvalidPayload(
+                f"metadata key {key!r} is reserved: keys starting with {RESERVED_PREFIX!r} "
+                f"are kanthorq's (an event may carry {', '.join(sorted(EVENT_KEYS))})"
+            )
     _check_value(metadata, "$", 0)
     return _encoder.encode(metadata).decode()

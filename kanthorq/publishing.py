@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal, overload
 
 from kanthorq.clock import DbClock
-from kanthorq.database import Conn
+from kanthorq.connections import AnyConn, driver_connection
 from kanthorq.hooks import Hooks
 from kanthorq.publisher import Item, Publisher
 from kanthorq.schedule import schedule_ms
@@ -35,7 +35,7 @@ class Publishing:
         *,
         stream: str | None = ...,
         metadata: dict[str, Any] | None = ...,
-        conn: Conn | None = ...,
+        conn: AnyConn | None = ...,
         delay: float | None = ...,
         at: datetime | None = ...,
         key: str | None = ...,
@@ -50,7 +50,7 @@ class Publishing:
         *,
         stream: str | None = ...,
         metadata: dict[str, Any] | None = ...,
-        conn: Conn | None = ...,
+        conn: AnyConn | None = ...,
         delay: float | None = ...,
         at: datetime | None = ...,
         key: str | None = ...,
@@ -64,13 +64,14 @@ class Publishing:
         *,
         stream: str | None = None,
         metadata: dict[str, Any] | None = None,
-        conn: Conn | None = None,
+        conn: AnyConn | None = None,
         delay: float | None = None,
         at: datetime | None = None,
         key: str | None = None,
         return_created: bool = False,
     ) -> str | tuple[str, bool]:
-        """Append one event; return its id. With ``conn=``, it joins that transaction.
+        """Append one event; return its id. With ``conn=`` (an asyncpg connection, or a
+        SQLAlchemy ``AsyncConnection``/``AsyncSession`` on asyncpg), it joins that transaction.
 
         ``delay`` (seconds) or ``at`` (an aware datetime): every consumer's task for the
         event becomes runnable then, not now. ``key``: publish it only if no event of the
@@ -79,12 +80,13 @@ class Publishing:
         created)`` instead, ``created`` False for a duplicate.
         """
         schedule = schedule_ms(delay, at, self._clock.now_ms())
-        event_id, created = await self.hooks.publisher(self._require_publisher()).publish(
+        publisher = self.hooks.publisher(self._require_publisher())
+        event_id, created = await publisher.publish(
             self.stream if stream is None else stream,
             subject,
             body,
             metadata,
-            conn,
+            None if conn is None else await driver_connection(conn),
             schedule,
             key,
         )
@@ -96,7 +98,7 @@ class Publishing:
         items: Iterable[Item],
         *,
         stream: str | None = ...,
-        conn: Conn | None = ...,
+        conn: AnyConn | None = ...,
         delay: float | None = ...,
         at: datetime | None = ...,
         keys: Sequence[str | None] | None = ...,
@@ -109,7 +111,7 @@ class Publishing:
         items: Iterable[Item],
         *,
         stream: str | None = ...,
-        conn: Conn | None = ...,
+        conn: AnyConn | None = ...,
         delay: float | None = ...,
         at: datetime | None = ...,
         keys: Sequence[str | None] | None = ...,
@@ -121,7 +123,7 @@ class Publishing:
         items: Iterable[Item],
         *,
         stream: str | None = None,
-        conn: Conn | None = None,
+        conn: AnyConn | None = None,
         delay: float | None = None,
         at: datetime | None = None,
         keys: Sequence[str | None] | None = None,
@@ -133,8 +135,10 @@ class Publishing:
         earlier item of the batch, returns the id of the event holding its key; such a
         batch is written with one INSERT instead of a COPY)."""
         schedule = schedule_ms(delay, at, self._clock.now_ms())
-        ids, created = await self.hooks.publisher(self._require_publisher()).publish_many(
-            self.stream if stream is None else stream, items, conn, schedule, keys
+        publisher = self.hooks.publisher(self._require_publisher())
+        db = None if conn is None else await driver_connection(conn)
+        ids, created = await publisher.publish_many(
+            self.stream if stream is None else stream, items, db, schedule, keys
         )
         if not return_created:
             return ids

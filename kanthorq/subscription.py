@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from kanthorq import bodies
 from kanthorq.errors import MAX_DELAY, ConfigError
 from kanthorq.ids import validate_name
 from kanthorq.limits import NO_LIMITS, Limits, Rate
@@ -74,7 +75,24 @@ def _decode_target(fn: Callable[..., Any]) -> Any:
     except Exception as exc:
         raise ConfigError(f"handler {label}: cannot read its annotations: {exc}") from exc
     target = hints.get(params[0].name, Message)
-    return None if target is Message or target is Any else target
+    if target is Message or target is Any:
+        return None
+    try:
+        bodies.decoder(target)  # a type no body decodes into is refused now, not per event
+    except ConfigError as exc:
+        raise ConfigError(f"handler {label}: {exc}") from None
+    return target
+
+
+def check_subjects(subjects: object) -> None:
+    """``@app.subscribe`` without its parentheses would pass the handler as the subjects
+    and register nothing."""
+    if callable(subjects) and not isinstance(subjects, str):
+        name = getattr(subjects, "__name__", "handler")
+        raise TypeError(
+            f"@app.subscribe needs its subjects: write @app.subscribe('order.created', ...) "
+            f"above {name}, not @app.subscribe"
+        )
 
 
 def _check_number(

@@ -2,36 +2,30 @@
 
 The server is ``$KANTHORQ_TEST_DSN`` when set, else the embedded server (pgserver) in a
 temporary folder. A migrated template database is built once per run; each test gets its
-own ``CREATE DATABASE ... TEMPLATE`` copy, dropped afterwards.
+own ``CREATE DATABASE ... TEMPLATE`` copy, dropped afterwards: the public helpers of
+:mod:`kanthorq.testing.databases`, which kanthorq's pytest plugin uses too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 import kanthorq
-from kanthorq import embedded, migrate
 from kanthorq.store import ConsumerQueries, Registry
+from kanthorq.testing import databases
 
-_counter = itertools.count()
-
-
-def with_database(dsn: str, database: str) -> str:
-    """The same server, another database."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
+# kanthorq.testing's helpers, by the names the tests use
+with_database = databases.with_database
+fresh_database = databases.fresh_database
+scratch_database = databases.scratch_database
 
 
 @pytest.fixture
@@ -48,63 +42,20 @@ def embedded_home() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    dsn = os.environ.get("KANTHORQ_TEST_DSN")
-    if dsn:
-        yield dsn
-        return
-    yield embedded.start(Path(tmp_path_factory.mktemp("pg")))
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return databases.server_dsn(Path(tmp_path_factory.mktemp("pg")))
 
 
 @pytest.fixture(scope="session")
 async def template_db(server_dsn: str) -> AsyncIterator[str]:
-    name = f"kq_tpl_{os.getpid()}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-        conn = await asyncpg.connect(with_database(server_dsn, name))
-        try:
-            await migrate.up(conn)
-        finally:
-            await conn.close()
+    async with databases.template_database(server_dsn) as name:
         yield name
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-@asynccontextmanager
-async def fresh_database(server_dsn: str, template: str) -> AsyncIterator[str]:
-    name = f"kq_t_{os.getpid()}_{next(_counter)}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        yield with_database(server_dsn, name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-@asynccontextmanager
-async def scratch_database(server_dsn: str) -> AsyncIterator[str]:
-    """An empty database (no migrations), dropped afterwards."""
-    name = f"kq_scratch_{os.getpid()}_{next(_counter)}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-        try:
-            yield with_database(server_dsn, name)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture
 async def dsn(server_dsn: str, template_db: str) -> AsyncIterator[str]:
     """A migrated database of its own for this test."""
-    async with fresh_database(server_dsn, template_db) as url:
+    async with databases.fresh_database(server_dsn, template_db) as url:
         yield url
 
 

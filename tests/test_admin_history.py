@@ -253,13 +253,20 @@ async def test_cli_replay_prune_and_drop(
     assert await cli("replay", "c", "--since", "1h", "--json") == 0
     assert json.loads(capsys.readouterr().out)["updated"] == 1
     assert await cli("prune", "tasks", "--consumer", "c", "--before", "1d") == 0
-    assert capsys.readouterr().out.strip() == "prune tasks: 0 updated"
-    assert await cli("prune", "events", "--stream", "default", "--before", "1d") == 0
-    assert capsys.readouterr().out.strip() == "prune events: 0 updated"
+    assert capsys.readouterr().out.strip() == "prune tasks: 0 deleted"
+    # --stream defaults to the default stream, as everywhere; a bare number is seconds
+    assert await cli("prune", "events", "--before", "86400", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "operation": "prune events",
+        "deleted": 0,
+        "skipped": {},
+    }
     assert await cli("drop", "consumer", "c") == 2
     assert "add --yes" in capsys.readouterr().err
     assert await cli("drop", "stream", "default", "--yes") == 0
-    assert capsys.readouterr().out.strip() == "drop stream: 1 updated"
+    assert (
+        capsys.readouterr().out.strip() == "drop stream: 1 deleted (streams default; consumers c)"
+    )
     assert not await db.fetchval("SELECT count(*) FROM kanthorq_consumer_registry")
 
 
@@ -267,7 +274,9 @@ async def test_cli_replay_prune_and_drop(
     ("argv", "message"),
     [
         (["replay", "c"], "one of the arguments --since --from-event is required"),
-        (["replay", "c", "--since", "yesterday"], "not an ISO 8601 time"),
+        (["replay", "c", "--since", "yesterday"], "not a duration or a time: 'yesterday'"),
+        (["replay", "c", "--since", "1y"], "90 (seconds), 90s, 15m, 2h or 3d"),
+        (["prune", "events", "--before", "soon"], "an ISO 8601 time with its offset"),
         (["prune", "events", "--stream", "x", "--before", "2020-01-01"], "no UTC offset"),
         (["drop", "stream", "bad name", "--yes"], "stream name 'bad name' is not valid"),
     ],

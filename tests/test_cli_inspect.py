@@ -221,20 +221,43 @@ def test_tasks_list_filters_and_json(seeded: Seeded, capsys: pytest.CaptureFixtu
     result = run(capsys, *base, "--state", "retryable,completed")
     assert result.code == 0, result
     data = json.loads(result.out)
-    assert [t["event_id"] for t in data] == [seeded.ids[2], seeded.ids[1], seeded.ids[0]]
-    assert data[0]["last_error"] == "ValueError: no stock"
-    assert data[0]["state"] == "retryable"
-    assert set(data[0]) >= {"attempts", "schedule_at", "errors", "created_at", "updated_at"}
+    assert (data["shown"], data["matched"], data["matched_exact"]) == (3, 3, True)
+    tasks = data["tasks"]
+    assert [t["event_id"] for t in tasks] == [seeded.ids[2], seeded.ids[1], seeded.ids[0]]
+    assert tasks[0]["last_error"] == "ValueError: no stock"
+    assert tasks[0]["state"] == "retryable"
+    assert set(tasks[0]) >= {"attempts", "schedule_at", "errors", "created_at", "updated_at"}
     result = run(capsys, *base, "--state", "available", "--state", "102", "--limit", "2")
-    assert [t["event_id"] for t in json.loads(result.out)] == [seeded.ids[5], seeded.ids[4]]
+    data = json.loads(result.out)
+    assert [t["event_id"] for t in data["tasks"]] == [seeded.ids[5], seeded.ids[4]]
+    assert (data["shown"], data["matched"]) == (2, 4)  # 3 available and 1 retryable
     result = run(capsys, *base, "--subject", "order.paid", "--order", "oldest")
-    assert [t["event_id"] for t in json.loads(result.out)] == seeded.ids[4:6]
-    result = run(capsys, *base, "--older-than", "3600")
-    assert json.loads(result.out) == []
+    assert [t["event_id"] for t in json.loads(result.out)["tasks"]] == seeded.ids[4:6]
+    for age in ("3600", "3600s", "60m", "1h", "1d"):  # one form for durations everywhere
+        result = run(capsys, *base, "--older-than", age)
+        assert json.loads(result.out) == {
+            "tasks": [],
+            "shown": 0,
+            "matched": 0,
+            "matched_exact": True,
+        }
     result = run(
         capsys, "tasks", "list", "--consumer", "email", "--state", "pending", "--dsn", seeded.dsn
     )
     assert (result.code, result.out) == (0, "no tasks match\n")
+
+
+def test_tasks_list_says_how_many_it_did_not_show(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ("tasks", "list", "--consumer", "email", "--dsn", seeded.dsn)
+    result = run(capsys, *base, "--limit", "2")
+    assert result.code == 0, result
+    assert result.out.splitlines()[-1] == "2 of 6; --limit to see more"
+    assert len(result.out.splitlines()) == 1 + 2 + 1  # headers, 2 tasks, the count
+    every = run(capsys, *base, "--limit", "6")
+    assert "of 6" not in every.out
+    assert len(every.out.splitlines()) == 1 + 6
 
 
 def test_tasks_list_bad_inputs(seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:

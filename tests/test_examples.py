@@ -3,14 +3,19 @@
 The web services publish inside their own transaction: after a 2xx both the row and the
 event exist; when the publish fails after the insert (413) or the insert fails (409),
 neither does. The quickstart runs its whole demo: events flow, one task of each consumer is
-retried and completed, one is discarded, and every task ends completed or discarded.
+retried and completed, one is discarded, and every task ends completed or discarded. The
+testing example (examples/test_shop.py) runs in a pytest of its own, as its docstring says.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,10 +25,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 import kanthorq
-from examples import aiohttp_app, fastapi_app, quickstart
+from examples import aiohttp_app, fastapi_app, quickstart, shop
 from tests.conftest import stream_table, task_states, task_table
 
 TOO_LARGE = "x" * (fastapi_app.MAX_BODY_SIZE + 1)
+ROOT = Path(__file__).resolve().parent.parent
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 
 
 class Response(msgspec.Struct):
@@ -148,3 +155,24 @@ def test_examples_default_to_the_environment() -> None:
     expected = os.environ.get("KANTHORQ_DSN") or None
     assert quickstart.app.dsn == expected
     assert fastapi_app.api.state.queue.dsn == expected
+    assert shop.app.dsn == expected
+    assert set(shop.app.subscriptions) == {"invoice", "receipt", "review"}
+
+
+def _pytest_the_testing_example() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*PYTEST, "-o", "kanthorq_testing=true", "examples/test_shop.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+async def test_the_testing_example_passes() -> None:
+    # as its docstring says to run it: pytest, with kanthorq's plugin turned on for the run
+    result = await asyncio.to_thread(_pytest_the_testing_example)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout

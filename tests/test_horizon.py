@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 import kanthorq
-from tests.conftest import Running, fresh_database, task_states, wait_until
+from kanthorq.testing.databases import fresh_database
+from tests.conftest import Running, task_states, wait_until
 
 
 async def test_open_transaction_in_another_database_does_not_hold_back_conversion(

@@ -16,7 +16,8 @@ from kanthorq import migrate
 from kanthorq.errors import SchemaNotReady
 from kanthorq.sqlfiles import migrations
 from kanthorq.store import ConsumerSpec
-from tests.conftest import registry, scratch_database, wait_until
+from kanthorq.testing.databases import scratch_database
+from tests.conftest import registry, wait_until
 
 
 @pytest.fixture

@@ -120,7 +120,9 @@ async def test_after_downtime_the_latest_tick_or_every_missed_one(
 ) -> None:
     hour = 3_600_000
     now = await db.fetchval("SELECT kanthorq_now_ms()")
-    last = now - 5 * hour - hour // 2  # the schedule last ticked 5.5 hours ago (it was down)
+    # the schedule last ticked between 4 and 5 hours before the latest whole hour (its
+    # processes were down since): 5 ticks were missed, whatever the minute of the hour now
+    last = now // hour * hour - 4 * hour - hour // 2
     await db.execute(
         "INSERT INTO kanthorq_schedule (name, stream, subject, spec, last_tick) "
         "VALUES ('hourly', 'default', 'report.build', 'x', $1)",
@@ -133,7 +135,8 @@ async def test_after_downtime_the_latest_tick_or_every_missed_one(
     await app.shutdown()
     await runner
     latest = now // hour * hour
-    missed = list(range((last // hour + 1) * hour, latest + 1, hour))  # 5 or 6 of them
+    missed = list(range((last // hour + 1) * hour, latest + 1, hour))
+    assert len(missed) == 5
     expected = missed if catch_up else [latest]
     published = await tick_events(db)
     assert published == [(t, f"kanthorq.periodic:hourly:{t}") for t in expected]

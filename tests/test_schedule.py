@@ -194,7 +194,8 @@ async def test_cli_pub_delay_and_at(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--delay", "-3"], "must be a number of seconds"),
+        (["--delay", "-3"], "not a duration: '-3' (give a duration: 90 (seconds), 90s"),
+        (["--delay", "soon"], "not a duration"),
         (["--at", "2031-02-03T04:05:06"], "no UTC offset"),
         (["--at", "tomorrow"], "not an ISO 8601 time"),
         (["--delay", "5", "--at", "2031-02-03T04:05:06Z"], "not allowed with"),

@@ -25,7 +25,7 @@ from kanthorq.errors import (
     InvalidSubject,
     KanthorQError,
 )
-from tests.conftest import fresh_database
+from kanthorq.testing.databases import fresh_database
 
 Snapshot = tuple[list[str], list[str], list[str], int]
 

@@ -15,6 +15,7 @@ import msgspec
 
 import kanthorq
 from kanthorq import TaskState
+from kanthorq.errors import UndecodableBody
 from tests.conftest import (
     Running,
     age_running,
@@ -254,7 +255,7 @@ async def test_struct_annotated_handler_receives_the_decoded_body(
     assert received == [Order(id=42, note="rush")]
 
 
-async def test_body_that_fails_to_decode_retries_then_is_discarded(
+async def test_body_that_fails_to_decode_is_discarded_at_once(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
     app = make_app(poll_interval=30)
@@ -281,14 +282,14 @@ async def test_body_that_fails_to_decode_retries_then_is_discarded(
 
     for event_id in (not_json, wrong_shape):
         row = await wait_state(db, "orders", event_id, TaskState.DISCARDED)
-        assert row["attempt_count"] == 3  # bounded: max_retries=2, three attempts, no more
-        errors = errors_of(row)
-        assert len(errors) == 3
-        assert all(e["error"].startswith(("DecodeError", "ValidationError")) for e in errors)
+        assert row["attempt_count"] == 1  # it would never decode: no retry, whatever the budget
+        [error] = errors_of(row)
+        assert error["error"].startswith("UndecodableBody: the body does not decode into Order")
     await wait_state(db, "orders", good, TaskState.COMPLETED)
     assert received == [Order(id=1, note="ok")]
     await wait_until(lambda: len(discarded) == 2)
-    assert all(isinstance(exc, msgspec.MsgspecError) for exc in discarded)
+    assert all(isinstance(exc, UndecodableBody) for exc in discarded)
+    assert all(isinstance(exc.__cause__, msgspec.DecodeError) for exc in discarded)
 
 
 # ---- explicit acknowledgement -----------------------------------------------------------

@@ -118,7 +118,7 @@ class History(AdminBase):
         info = await self.consumer(consumer)
         async with self.pool.acquire() as conn, conn.transaction():
             await self._drop_consumer(conn, info)
-        return Changed(updated=1, details={"consumers": [info.name]})
+        return Changed(updated=1, details={"consumers": [info.name]}, verb="deleted")
 
     async def drop_stream(self, stream: str, *, confirm: bool = False) -> Changed:
         """Delete the stream: its registry row and event table, and its consumers with their
@@ -137,6 +137,7 @@ class History(AdminBase):
         return Changed(
             updated=1,
             details={"streams": [info.name], "consumers": [c.name for c in consumers]},
+            verb="deleted",
         )
 
     @staticmethod

@@ -20,7 +20,7 @@ from kanthorq.admin.views import (
 from kanthorq.entities import ATTEMPT_BASE_KEY
 from kanthorq.errors import ConfigError, UnknownStream
 from kanthorq.ids import validate_name
-from kanthorq.sqlfiles import load
+from kanthorq.sqlfiles import load, task_names
 
 EXACT_LIMIT = 10_000
 MAX_LIST = 10_000
@@ -132,7 +132,7 @@ def _task_detail(info: ConsumerInfo, row: asyncpg.Record) -> TaskDetail:
 
 
 class Inspection(AdminBase):
-    """``show``, ``list_tasks`` and ``get_task``."""
+    """``show``, ``list_tasks``, ``count_tasks`` and ``get_task``."""
 
     async def show(self, stream: str | None = None, *, exact_limit: int = EXACT_LIMIT) -> Overview:
         """Every stream and consumer (of ``stream`` only, when given), read in one snapshot.
@@ -200,6 +200,23 @@ class Inspection(AdminBase):
         )
         rows = await self.pool.fetch(statement, *params, limit)
         return [_task_view(row) for row in rows]
+
+    async def count_tasks(
+        self, consumer: str, filter: TaskFilter | None = None, *, up_to: int = EXACT_LIMIT
+    ) -> int:
+        """How many tasks of ``consumer`` ``filter`` selects, counted up to ``up_to`` (a
+        larger count is given as ``up_to``), so it stays fast on millions of tasks."""
+        limit = _whole(up_to, "up_to", 1, 1_000_000_000)
+        info = await self.consumer(consumer)
+        where, params = (filter or TaskFilter()).where("t", 1)
+        table = task_names(info.id)["tasks"]
+        count: int = await self.pool.fetchval(
+            f"SELECT count(*) FROM (SELECT 1 FROM {table} AS t WHERE {where} "
+            f"LIMIT ${len(params) + 1}) AS c",
+            *params,
+            limit,
+        )
+        return count
 
     async def get_task(self, consumer: str, event_id: str) -> TaskDetail | None:
         """The task of ``consumer`` for the event ``event_id``, with every error record and

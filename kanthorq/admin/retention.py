@@ -103,7 +103,7 @@ class Retention(AdminBase):
                    (SELECT count(*) FROM unconverted) AS unconverted,
                    (SELECT count(*) FROM busy) AS busy
         """
-        result = Changed()
+        result = Changed(verb="deleted")
         last = ""
         while True:
             row = await self.pool.fetchrow(sql, last, cutoff, size, *params)
@@ -140,7 +140,7 @@ class Retention(AdminBase):
             )
             SELECT (SELECT max(event_id) FROM c) AS last, (SELECT count(*) FROM gone) AS deleted
         """
-        result = Changed()
+        result = Changed(verb="deleted")
         last = ""
         while True:
             row = await self.pool.fetchrow(sql, last, cutoff, size)

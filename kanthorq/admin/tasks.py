@@ -17,7 +17,7 @@ from kanthorq.admin.results import Changed
 from kanthorq.entities import ATTEMPT_BASE_KEY, TaskState
 from kanthorq.errors import ConfigError
 from kanthorq.publisher import channel
-from kanthorq.sqlfiles import task_names
+from kanthorq.sqlfiles import stream_names, task_names
 
 DEFAULT_BATCH = 1000
 MAX_BATCH = 100_000
@@ -31,6 +31,7 @@ class Transition:
     allowed: tuple[TaskState, ...]
     assign: str
     wakes: bool  # the tasks become runnable: tell the workers
+    needs_event: bool = False  # only tasks whose event is still in the stream
 
 
 CANCEL = Transition(
@@ -48,6 +49,16 @@ RESUME = Transition(
     f"metadata = t.metadata || jsonb_build_object('{ATTEMPT_BASE_KEY}', t.attempt_count), "
     "updated_at = kanthorq_now_ms()",
     wakes=True,
+)
+# a finished task runs again as a new attempt: its count keeps growing (a late ack of an
+# earlier attempt stays fenced out) and its budget starts again, as after a resume; a task
+# whose event retention deleted is left alone, since it has nothing to run on
+RERUN = Transition(
+    "rerun",
+    (TaskState.COMPLETED, TaskState.DISCARDED, TaskState.CANCELLED),
+    RESUME.assign,
+    wakes=True,
+    needs_event=True,
 )
 RETRY_NOW = Transition(
     "retry",
@@ -78,7 +89,7 @@ def batch_size_of(value: int) -> int:
 
 
 class TaskOps(AdminBase):
-    """``cancel``, ``resume`` and ``retry_now``."""
+    """``cancel``, ``resume``, ``rerun`` and ``retry_now``."""
 
     async def cancel(
         self,
@@ -102,6 +113,19 @@ class TaskOps(AdminBase):
     ) -> Changed:
         """Make discarded and cancelled tasks available now, with their attempts given back."""
         return await self._apply(RESUME, consumer, event_ids, filter, batch_size)
+
+    async def rerun(
+        self,
+        consumer: str,
+        event_ids: Iterable[str] | None = None,
+        *,
+        filter: TaskFilter | None = None,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> Changed:
+        """Run completed, discarded and cancelled tasks again (after fixing a handler): they
+        become available now, as new attempts with their budget starting again. Tasks whose
+        event was deleted (retention) are left alone."""
+        return await self._apply(RERUN, consumer, event_ids, filter, batch_size)
 
     async def retry_now(
         self,
@@ -128,6 +152,8 @@ class TaskOps(AdminBase):
         result = await self._left_alone(move, info, selection)
         table = task_names(info.id)["tasks"]
         where, params = selection.where("t", first=4)
+        if move.needs_event:
+            where += f" AND {_event_exists(info)}"
         allowed = [int(s) for s in move.allowed]
         sql = f"""
             WITH picked AS (
@@ -161,22 +187,41 @@ class TaskOps(AdminBase):
         self, move: Transition, info: ConsumerInfo, selection: TaskFilter
     ) -> Changed:
         """What the operation will not change, and why: the selected tasks in other states,
-        and the event ids asked for that have no task."""
+        those whose event is gone (when it needs one), and the event ids asked for that
+        have no task (named in ``details["not_found"]``)."""
         table = task_names(info.id)["tasks"]
         where, params = selection.where("t", first=2)
+        allowed = [int(s) for s in move.allowed]
         rows = await self.pool.fetch(
             f"SELECT t.state, count(*) AS n FROM {table} AS t "
             f"WHERE NOT t.state = ANY($1::SMALLINT[]) AND {where} GROUP BY t.state",
-            [int(s) for s in move.allowed],
+            allowed,
             *params,
         )
         result = Changed()
         for row in rows:
             result.skip(f"wrong state ({state_name(row['state'])})", row["n"])
+        if move.needs_event:
+            gone = await self.pool.fetchval(
+                f"SELECT count(*) FROM {table} AS t WHERE t.state = ANY($1::SMALLINT[]) "
+                f"AND {where} AND NOT {_event_exists(info)}",
+                allowed,
+                *params,
+            )
+            result.skip("its event was deleted", gone)
         if selection.event_ids:
-            found = await self.pool.fetchval(
-                f"SELECT count(*) FROM {table} WHERE event_id = ANY($1::TEXT[])",
+            missing = await self.pool.fetchval(
+                f"SELECT array_agg(a.id ORDER BY a.id) FROM unnest($1::TEXT[]) AS a(id) "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.event_id = a.id)",
                 list(selection.event_ids),
             )
-            result.skip("not found", len(selection.event_ids) - found)
+            if missing:
+                result.skip("not found", len(missing))
+                result.details["not_found"] = list(missing)
         return result
+
+
+def _event_exists(info: ConsumerInfo) -> str:
+    """The condition that task ``t``'s event is still in its stream."""
+    stream = stream_names(info.stream_id)["stream"]
+    return f"EXISTS (SELECT 1 FROM {stream} AS e WHERE e.id = t.event_id)"

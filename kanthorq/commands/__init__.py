@@ -1,4 +1,5 @@
-"""The admin commands of the CLI: show, tasks, replay, prune, drop and health.
+"""The commands of the CLI but ``run``: migrate, pub, show, tasks, replay, prune, drop,
+health and completion.
 
 Each module registers its commands on the CLI's subparsers; :mod:`kanthorq.cli` calls
 :func:`register`.
@@ -9,12 +10,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from kanthorq.commands import health, history, show, tasks
+from kanthorq.commands import completion, health, history, migrate, publish, show, tasks
 
 
-def register(commands: Any, common: list[argparse.ArgumentParser]) -> None:
-    """Add the admin commands to ``commands`` (the CLI's subparsers)."""
+def register(
+    commands: Any, common: list[argparse.ArgumentParser], root: argparse.ArgumentParser
+) -> None:
+    """Add the commands to ``commands`` (the subparsers of ``root``, the CLI's parser)."""
+    migrate.register(commands, common)
+    publish.register(commands, common)
     show.register(commands, common)
     tasks.register(commands, common)
     history.register(commands, common)
     health.register(commands, common)
+    completion.register(commands, root)

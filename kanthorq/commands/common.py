@@ -17,8 +17,9 @@ FMT = argparse.RawDescriptionHelpFormatter
 
 def run_admin(args: argparse.Namespace, action: Callable[[Admin], Awaitable[int]]) -> int:
     """Open the database named by --dsn ($KANTHORQ_DSN, else the embedded server) without
-    migrating it, with --statement-cache-size ($KANTHORQ_STATEMENT_CACHE_SIZE), run
-    ``action`` on its admin, and return the exit code."""
+    migrating it (only ``kanthorq migrate`` changes the schema: a database without it is
+    :class:`kanthorq.errors.SchemaNotReady`), with --statement-cache-size
+    ($KANTHORQ_STATEMENT_CACHE_SIZE), run ``action`` on its admin, and return the exit code."""
 
     async def main() -> int:
         async with App(
@@ -35,16 +36,6 @@ def json_option(parser: argparse.ArgumentParser) -> None:
 
 def confirm_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--yes", action="store_true", help=f"confirm: this {what}")
-
-
-def non_negative_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value < 1e12:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
-    return value
 
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from kanthorq.admin.filters import STATE_NAMES, TaskFilter
-from kanthorq.commands.common import non_negative_seconds
+from kanthorq.commands import timeparse
 
 
 def positive_int(text: str) -> int:
@@ -45,9 +45,9 @@ def add_filter_options(
     )
     group.add_argument(
         "--older-than",
-        type=non_negative_seconds,
-        metavar="SECONDS",
-        help="only tasks created at least this many seconds ago",
+        type=timeparse.duration,
+        metavar="DURATION",
+        help="only tasks created at least this long ago: 90 (seconds), 90s, 15m, 2h, 3d",
     )
     if not with_limit:
         return

@@ -8,10 +8,11 @@ from typing import Any
 
 from kanthorq.admin import Admin, Changed
 from kanthorq.admin.tasks import DEFAULT_BATCH
+from kanthorq.admin.views import safe_text
 from kanthorq.commands import timeparse
 from kanthorq.commands.common import FMT, emit, json_option, run_admin
 from kanthorq.commands.filters import positive_int
-from kanthorq.errors import ConfigError
+from kanthorq.errors import ConfigError, UnknownEvent
 from kanthorq.ids import validate_name
 
 REPLAY_EPILOG = """\
@@ -20,15 +21,23 @@ examples:
   kanthorq replay email --since 2d
   kanthorq replay email --from-event event_01jd...
 
-The consumer converts its stream again from that point: events that already have a task
-get no second one. A cursor already at or before that point is left alone.
+What it does: moves the consumer's cursor back, so that its workers convert the stream
+again from that point, and make tasks for the events there that have none (say, events
+that its filters matched only since they changed, or whose tasks were pruned).
+What it does not do: run an event again that already has a task, whatever its state:
+completed, discarded and cancelled tasks stay as they are (kanthorq tasks rerun runs them
+again; kanthorq tasks resume, discarded and cancelled ones). It changes no task, never
+moves the cursor forward (a cursor already at or before that point is left alone), and
+converts nothing itself: the running workers do. An event id that is not in the stream is
+an error (exit 2).
 """
 PRUNE_EPILOG = """\
 examples:
   kanthorq prune events --stream orders --before 30d
   kanthorq prune tasks --consumer email --before 2026-11-01T00:00:00Z
 
-TIME is an ISO 8601 time with its offset, or an age (90s, 15m, 12h, 7d, 2w). Events are
+TIME is an age (90, 90s, 15m, 2h, 3d: that long ago, by the database's clock) or an ISO
+8601 time with its offset. --stream defaults to the stream named default. Events are
 deleted only when every consumer of the stream has converted them and has no open task for
 them, unless --force. Tasks are deleted only when completed, cancelled or discarded.
 """
@@ -43,15 +52,22 @@ def register(commands: Any, common: list[argparse.ArgumentParser]) -> None:
 def _replay(commands: Any, common: list[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "replay",
-        help="convert a consumer's stream again from a time or an event",
-        description="Move a consumer's cursor back to a time or an event.",
+        help="convert a consumer's stream again from a time or an event (no task runs twice)",
+        description="Move a consumer's cursor back to a time or an event, so that the events "
+        "from there that have no task get one. It does not run events that have a task "
+        "again: that is kanthorq tasks rerun.",
         epilog=REPLAY_EPILOG,
         formatter_class=FMT,
         parents=common,
     )
     parser.add_argument("consumer", metavar="CONSUMER")
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--since", type=timeparse.before, metavar="TIME", help="a time or an age")
+    where.add_argument(
+        "--since",
+        type=timeparse.before,
+        metavar="TIME",
+        help="an age (2d: two days ago) or an ISO 8601 time",
+    )
     where.add_argument("--from-event", metavar="EVENT_ID", help="this event's transaction on")
     json_option(parser)
     parser.set_defaults(handler=cmd_replay, default_log_level="WARNING")
@@ -68,7 +84,9 @@ def _prune(commands: Any, common: list[argparse.ArgumentParser]) -> None:
     )
     kinds = parser.add_subparsers(dest="kind", metavar="WHAT", required=True)
     events = kinds.add_parser("events", help="a stream's events", parents=common)
-    events.add_argument("--stream", required=True, metavar="NAME")
+    events.add_argument(
+        "--stream", default="default", metavar="NAME", help="the stream (default: %(default)s)"
+    )
     events.add_argument("--force", action="store_true", help="also events still in use")
     tasks = kinds.add_parser("tasks", help="a consumer's finalized tasks", parents=common)
     tasks.add_argument("--consumer", required=True, metavar="NAME")
@@ -78,7 +96,7 @@ def _prune(commands: Any, common: list[argparse.ArgumentParser]) -> None:
             type=timeparse.before,
             required=True,
             metavar="TIME",
-            help="older than this: an ISO 8601 time or an age such as 7d",
+            help="older than this: an age (90, 90s, 15m, 2h, 3d) or an ISO 8601 time",
         )
         each.add_argument(
             "--batch-size",
@@ -114,7 +132,16 @@ def _report(
 ) -> int:
     async def act(admin: Admin) -> int:
         result = await action(admin)
-        emit(args, {"operation": label, **result.as_dict()}, f"{label}: {result}")
+        text = f"{label}: {result}"
+        dropped = [f"{kind} {', '.join(names)}" for kind, names in result.details.items()]
+        if label.startswith("drop") and dropped:
+            text += f" ({'; '.join(dropped)})"
+        emit(args, {"operation": label, **result.as_dict()}, text)
+        if result.skipped.get("event not found"):
+            raise UnknownEvent(
+                f"the stream of consumer {args.consumer!r} has no event "
+                f"{safe_text(repr(args.from_event))}"
+            )
         return 0
 
     return run_admin(args, act)

@@ -1,4 +1,4 @@
-"""``kanthorq tasks cancel|resume|retry``: change tasks by event id or by filter."""
+"""``kanthorq tasks cancel|resume|retry|rerun``: change tasks by event id or by filter."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 from kanthorq.admin import Admin, Changed
 from kanthorq.admin.tasks import DEFAULT_BATCH
+from kanthorq.admin.views import safe_text
 from kanthorq.commands.common import FMT, emit, json_option, run_admin
 from kanthorq.commands.filters import add_filter_options, filter_from_args, positive_int
-from kanthorq.errors import ConfigError
+from kanthorq.errors import ConfigError, UnknownTask
 
 OPERATIONS = {
     "cancel": (
@@ -27,15 +28,24 @@ OPERATIONS = {
         "make retryable tasks available now",
         "Retry retryable tasks now, instead of after their backoff.",
     ),
+    "rerun": (
+        "run completed, discarded and cancelled tasks again, as new attempts",
+        "Run finished tasks again (after fixing a handler): completed, discarded and\n"
+        "cancelled tasks become available now, as new attempts with their budget starting\n"
+        "again; a late ack of an earlier attempt still changes nothing. Tasks whose event\n"
+        "retention deleted are left alone. (replay makes tasks only for events that have\n"
+        "none; rerun runs existing tasks again.)",
+    ),
 }
 EPILOG = """\
 examples:
   kanthorq tasks {op} --consumer email EVENT_ID [EVENT_ID ...]
-  kanthorq tasks {op} --consumer email --subject 'order.*' --older-than 3600
+  kanthorq tasks {op} --consumer email --subject 'order.*' --older-than 1h
   kanthorq tasks {op} --consumer email --all
 
 Tasks are changed in batches of --batch-size, one transaction each. The report counts the
-tasks changed and, per reason, those left alone (wrong state, not found).
+tasks changed and, per reason, those left alone (wrong state, not found). An EVENT_ID
+without a task is an error (exit 2), reported after the others are changed.
 """
 
 
@@ -81,6 +91,7 @@ def cmd_task_op(args: argparse.Namespace) -> int:
             "cancel": admin.cancel,
             "resume": admin.resume,
             "retry": admin.retry_now,
+            "rerun": admin.rerun,
         }[args.operation]
         result: Changed = await operation(
             args.consumer,
@@ -89,6 +100,12 @@ def cmd_task_op(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
         )
         emit(args, {"operation": args.operation, **result.as_dict()}, f"{args.operation}: {result}")
+        missing = result.details.get("not_found")
+        if missing:
+            raise UnknownTask(
+                f"consumer {args.consumer!r} has no task for "
+                + ", ".join(safe_text(repr(event_id)) for event_id in missing)
+            )
         return 0
 
     return run_admin(args, act)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from kanthorq.admin import Admin
@@ -13,15 +12,19 @@ from kanthorq.admin.views import EventView, TaskDetail, TaskView, pretty_body, s
 from kanthorq.commands.common import FMT, emit, json_option, run_admin, table
 from kanthorq.commands.filters import add_filter_options, filter_from_args
 from kanthorq.commands.formatting import moment, one_line, relative
+from kanthorq.errors import UnknownTask
 from kanthorq.ids import validate_name
 
 LIST_EPILOG = """\
 examples:
   kanthorq tasks list --consumer email
   kanthorq tasks list --consumer email --state retryable --state discarded
-  kanthorq tasks list --consumer email --subject 'order.*' --older-than 3600 --json
+  kanthorq tasks list --consumer email --subject 'order.*' --older-than 1h --json
 
 NEXT RUN is when an available or retryable task runs (claims take the earliest first).
+When more tasks match than --limit shows, the last line says how many ("50 of 400"),
+counted up to 10,000; with --json: {"tasks": [...], "shown": 50, "matched": 400,
+"matched_exact": true}.
 On a consumer with millions of tasks, give --older-than with --order oldest: newest first
 reads past every newer task before it finds old ones.
 """
@@ -35,6 +38,7 @@ Shows the task (state, attempts, next run), every error with its traceback, and 
 With --json the body is {"size", "encoding": "json"|"utf-8"|"base64", "value"}.
 """
 HEX_LIMIT = 64 * 1024  # bytes of a binary body that the text output dumps
+COUNT_UP_TO = 10_001  # tasks list counts the matching tasks up to 10,000 exactly
 RUNNABLE = ("available", "retryable")
 
 
@@ -82,7 +86,20 @@ def cmd_list(args: argparse.Namespace) -> int:
         now = await admin.pool.fetchval("SELECT kanthorq_now_ms()")
         info = await admin.consumer(args.consumer)
         tasks = await admin.list_tasks(args.consumer, where, limit=args.limit, order=args.order)
-        emit(args, [t.as_dict() for t in tasks], render_list(tasks, info.attempt_max, now))
+        matched = len(tasks)
+        if matched == args.limit:  # there may be more
+            matched = await admin.count_tasks(args.consumer, where, up_to=COUNT_UP_TO)
+        data = {
+            "tasks": [t.as_dict() for t in tasks],
+            "shown": len(tasks),
+            "matched": matched,
+            "matched_exact": matched < COUNT_UP_TO,
+        }
+        text = render_list(tasks, info.attempt_max, now)
+        if matched > len(tasks):
+            total = f"{matched:,}" if matched < COUNT_UP_TO else f"more than {matched - 1:,}"
+            text += f"\n{len(tasks):,} of {total}; --limit to see more"
+        emit(args, data, text)
         return 0
 
     return run_admin(args, action)
@@ -127,12 +144,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         now = await admin.pool.fetchval("SELECT kanthorq_now_ms()")
         task = await admin.get_task(args.consumer, args.event_id)
         if task is None:
-            print(
-                f"kanthorq: error: consumer {args.consumer!r} has no task for event "
-                f"{safe_text(args.event_id)!r}",
-                file=sys.stderr,
+            raise UnknownTask(
+                f"consumer {args.consumer!r} has no task for event {safe_text(repr(args.event_id))}"
             )
-            return 2
         emit(args, task.as_dict(), render_task(task, now))
         return 0
 

@@ -1,4 +1,4 @@
-"""``kanthorq tasks list|show|cancel|resume|retry``."""
+"""``kanthorq tasks list|show|cancel|resume|retry|rerun``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from kanthorq.commands.common import FMT
 def register(commands: Any, common: list[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "tasks",
-        help="list, show, cancel, resume or retry tasks",
-        description="List, show, cancel, resume or retry the tasks of a consumer.",
+        help="list, show, cancel, resume, retry or rerun tasks",
+        description="List, show, cancel, resume, retry or rerun the tasks of a consumer.",
         formatter_class=FMT,
         parents=common,
     )

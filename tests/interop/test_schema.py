@@ -14,7 +14,8 @@ import pytest
 import kanthorq
 from kanthorq import migrate
 from kanthorq.store import ConsumerSpec
-from tests.conftest import registry, scratch_database, wait_until
+from kanthorq.testing.databases import scratch_database
+from tests.conftest import registry, wait_until
 from tests.interop import gosql, legacy
 
 GO_TABLES = ("kanthorq_stream_registry", "kanthorq_consumer_registry")

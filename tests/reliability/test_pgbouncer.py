@@ -20,7 +20,8 @@ import pytest
 import kanthorq
 from kanthorq.publisher import channel
 from kanthorq.sqlfiles import migrations
-from tests.conftest import Running, scratch_database, wait_until, with_database
+from kanthorq.testing.databases import scratch_database, with_database
+from tests.conftest import Running, wait_until
 from tests.reliability import pgbouncer
 from tests.reliability.pgbouncer import Bouncer
 
