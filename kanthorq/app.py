@@ -8,14 +8,14 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import timedelta, tzinfo
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import asyncpg
 
 from kanthorq import embedded, migrate
+from kanthorq.background import Background
 from kanthorq.clock import DbClock
 from kanthorq.database import (
     Conn,
@@ -32,12 +32,12 @@ from kanthorq.hooks import Hooks
 from kanthorq.ids import validate_name
 from kanthorq.limits import Rate
 from kanthorq.listener import Listener
-from kanthorq.periodic import PeriodicRunner, Schedule, make_schedule
+from kanthorq.periodic import PeriodicRunner, Schedule
 from kanthorq.policies import BackoffFn
 from kanthorq.poller import Poller
 from kanthorq.publisher import Notifier, Publisher, channel
 from kanthorq.publishing import Publishing
-from kanthorq.retention import RetentionPolicy, RetentionRunner, seconds_of
+from kanthorq.retention import RetentionPolicy, RetentionRunner
 from kanthorq.store import Registry
 from kanthorq.subscription import (
     DiscardHook,
@@ -58,7 +58,7 @@ DEFAULT_MAX_BODY = 8 * 1024 * 1024
 WORKER_STATEMENT_TIMEOUT = 60.0
 
 
-class App(Publishing):
+class App(Publishing, Background):
     """A kanthorq application.
 
     ``dsn``: a ``postgresql://`` URI; else ``$KANTHORQ_DSN``; else the embedded server.
@@ -185,64 +185,6 @@ class App(Publishing):
     @property
     def subscriptions(self) -> dict[str, Subscription]:
         return dict(self._subscriptions)
-
-    def periodic(
-        self,
-        cron: str | None = None,
-        subject: str | None = None,
-        *,
-        every: timedelta | None = None,
-        body: Any = b"",
-        metadata: dict[str, Any] | None = None,
-        stream: str | None = None,
-        name: str | None = None,
-        tz: str | tzinfo = "UTC",
-        catch_up: bool | int = False,
-        consumer: str | None = None,
-    ) -> Callable[[H], H]:
-        """Publish ``subject`` (with ``body``) at every tick of a 5-field ``cron`` expression
-        in ``tz``, or ``every`` interval, while the app runs: once per tick in all,
-        whatever number of processes run it (:mod:`kanthorq.periodic`). ``catch_up``: after
-        downtime, every missed tick (up to a bound, or this many), not only the latest.
-        Used as a decorator, it also subscribes the handler to the ticks (``consumer``:
-        its consumer's name, else the handler's)."""
-        if subject is None:
-            raise ConfigError("periodic() needs the subject of the events it publishes")
-        schedule = make_schedule(
-            cron,
-            subject,
-            every=every,
-            body=body,
-            metadata=metadata,
-            stream=self.stream if stream is None else stream,
-            name=name,
-            tz=tz,
-            catch_up=catch_up,
-        )
-        if schedule.name in self._schedules:
-            raise ConfigError(f"schedule {schedule.name!r} exists already; give it a name=")
-        self._schedules[schedule.name] = schedule
-        return self.subscribe(schedule.subject, consumer=consumer, stream=schedule.stream)
-
-    def retain(
-        self,
-        stream: str | None = None,
-        *,
-        events: float | timedelta | None = None,
-        tasks: float | timedelta | None = None,
-        force: bool = False,
-    ) -> None:
-        """Keep the stream's events for ``events`` and its consumers' finalized tasks for
-        ``tasks`` (a timedelta or seconds; None keeps them). The running workers apply it
-        every ``retention_interval`` seconds, one worker at a time. Events that a consumer
-        has not converted, or still has an open task for, are kept unless ``force``."""
-        name = validate_name(self.stream if stream is None else stream, "stream")
-        policy = RetentionPolicy(
-            name, seconds_of(events, "events"), seconds_of(tasks, "tasks"), bool(force)
-        )
-        if policy.events is None and policy.tasks is None:
-            raise ConfigError("retain() needs events=, tasks= or both")
-        self._retention[name] = policy
 
     # ---- the pool -------------------------------------------------------------------
 
@@ -440,20 +382,6 @@ class App(Publishing):
                     self._stop_all()
             finally:
                 self._stop_all()
-
-    def _start_jobs(self, tg: anyio.abc.TaskGroup, stop: asyncio.Event) -> None:
-        """What runs beside the workers: retention, the schedules' ticks."""
-        if self._retention:
-            self.retention = RetentionRunner(
-                self.admin, self.pool, list(self._retention.values()), self.retention_interval
-            )
-            tg.start_soon(self.retention.run, stop)
-        if self._schedules:
-            assert self._registry is not None
-            self.periodic_runner = PeriodicRunner(
-                self, self._registry, self._clock, list(self._schedules.values())
-            )
-            tg.start_soon(self.periodic_runner.run, stop)
 
     @contextlib.asynccontextmanager
     async def _worker_pool(self, consumers: int) -> AsyncIterator[asyncpg.Pool]:

@@ -17,13 +17,14 @@ import time
 import anyio
 import asyncpg
 
+from kanthorq import shutdown
 from kanthorq.completer import Completer
 from kanthorq.database import DB_ERRORS
 from kanthorq.entities import Event
 from kanthorq.errors import Discard, Retry, VisibilityTimeout
 from kanthorq.hooks import Hooks, failed_operation
 from kanthorq.message import Message
-from kanthorq.outcomes import Outcomes, error_record
+from kanthorq.outcomes import Outcomes
 from kanthorq.poller import Polled
 from kanthorq.running import Handlers
 from kanthorq.stalls import StallWatch
@@ -36,7 +37,6 @@ CONVERT_BATCH = 1000
 CLAIM_BATCH = 100
 SOON = 0.02  # another converter held the consumer, or events wait for an older transaction
 MAX_ERROR_BACKOFF = 5.0
-CANCEL_GRACE = 5.0  # how long shutdown waits for cancelled handlers to unwind
 STALL_POLLS = 3  # poll intervals of conversion held back before it is logged
 
 
@@ -337,59 +337,12 @@ class ConsumerWorker:
     # ---- shutdown -------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        if self._handlers:
-            logger.info(
-                "consumer %s: waiting up to %.1fs for %s",
-                self.sub.name,
-                self._shutdown_timeout,
-                _handlers(len(self._handlers)),
-            )
-            await asyncio.wait(list(self._handlers), timeout=self._shutdown_timeout)
-        leftover = dict(self._handlers.items())
-        for task in leftover:
-            task.cancel()
-        if leftover:
-            _, stuck = await asyncio.wait(list(leftover), timeout=CANCEL_GRACE)
-            if stuck:
-                # a handler that swallows cancellation still runs: handing its task back
-                # would run it twice at once, so it returns after the visibility timeout
-                logger.error(
-                    "consumer %s: %s ignored cancellation; their tasks are not handed back "
-                    "(events %s)",
-                    self.sub.name,
-                    _handlers(len(stuck)),
-                    ", ".join(leftover[t].task.event_id for t in stuck),
-                )
-            await self._hand_back([msg for task, msg in leftover.items() if task not in stuck])
+        unwound = await shutdown.drain(self._handlers, self._shutdown_timeout, self.sub.name)
+        await self._hand_back(unwound)
         await self._completer.close()
 
     async def _hand_back(self, messages: list[Message]) -> None:
-        unsettled = [m for m in messages if m.settled is None or m.in_transaction]
-        if not unsettled:
-            return
-        error = error_record(  # hand_back.sql puts each task's attempt into it
-            0, RuntimeError("interrupted by a worker shutdown"), with_traceback=False
-        )
-        try:
-            handed = await self.queries.hand_back(
-                self._pool,
-                [m.task.event_id for m in unsettled],
-                [m.task.attempt_count for m in unsettled],
-                error,
-            )
-        except DB_ERRORS as exc:
-            self._hooks.db_error("hand_back", exc)
-            logger.warning(
-                "consumer %s: could not hand back %d tasks (they return after the "
-                "visibility timeout): %s: %s",
-                self.sub.name,
-                len(unsettled),
-                type(exc).__name__,
-                exc,
-            )
-            return
-        self._hooks.handed_back(self.sub, len(handed))
-        logger.info("consumer %s: handed back %d running tasks", self.sub.name, len(handed))
+        await shutdown.hand_back(self.queries, self._pool, self._hooks, self.sub, messages)
 
 
 def _event(item: Claimed) -> Event:
@@ -397,7 +350,3 @@ def _event(item: Claimed) -> Event:
     if item.event is not None:
         return item.event
     return Event(id=item.task.event_id, subject=item.task.subject, body=b"")
-
-
-def _handlers(count: int) -> str:
-    return f"{count} running handler" + ("" if count == 1 else "s")

@@ -11,7 +11,7 @@ import pytest
 
 import kanthorq
 from kanthorq import outcomes
-from kanthorq import worker as worker_module
+from kanthorq import shutdown as shutdown_module
 from kanthorq.errors import VisibilityTimeout
 from tests.conftest import Running, age_running, task_table, wait_until
 
@@ -50,7 +50,7 @@ async def test_a_handler_that_ignores_cancellation_is_not_handed_back(
     db: asyncpg.Connection,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_module, "CANCEL_GRACE", 0.3)
+    monkeypatch.setattr(shutdown_module, "CANCEL_GRACE", 0.3)
     app = make_app(shutdown_timeout=0.2)
     started = asyncio.Event()
     release = asyncio.Event()
