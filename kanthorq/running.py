@@ -31,6 +31,7 @@ class Handlers:
         self._deadlines: dict[asyncio.Task[None], float] = {}  # monotonic
         self._by_attempt: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._timed_out: dict[asyncio.Task[None], float] = {}  # cancelled at (monotonic)
+        self._started: dict[asyncio.Task[None], float] = {}  # monotonic
         self.stuck: dict[asyncio.Task[None], Message] = {}  # ignored cancellation
 
     def __len__(self) -> int:
@@ -45,16 +46,19 @@ class Handlers:
 
     def add(self, task: asyncio.Task[None], msg: Message, seconds: float) -> None:
         self._messages[task] = msg
-        self._deadlines[task] = time.monotonic() + seconds
+        now = self._started[task] = time.monotonic()
+        self._deadlines[task] = now + seconds
         self._by_attempt[_key(msg)] = task
 
-    def discard(self, task: asyncio.Task[None]) -> None:
-        """The handler finished (or was stuck and has finished at last)."""
+    def discard(self, task: asyncio.Task[None]) -> float:
+        """The handler finished (or was stuck and has finished at last): how long it ran."""
+        took = time.monotonic() - self._started.pop(task, time.monotonic())
         msg = self._messages.pop(task, None) or self.stuck.pop(task, None)
         self._deadlines.pop(task, None)
         self._timed_out.pop(task, None)
         if msg is not None and self._by_attempt.get(_key(msg)) is task:
             del self._by_attempt[_key(msg)]
+        return took
 
     def extended(self, msg: Message, seconds: float) -> None:
         """``msg.extend(seconds)`` moved the task's deadline: follow it."""

@@ -26,6 +26,7 @@ from kanthorq.hooks import Hooks, failed_operation
 from kanthorq.message import Message
 from kanthorq.outcomes import Outcomes
 from kanthorq.poller import Polled
+from kanthorq.prefetch import Prefetch
 from kanthorq.running import Handlers
 from kanthorq.stalls import StallWatch
 from kanthorq.store import Claimed, ConsumerQueries
@@ -34,7 +35,7 @@ from kanthorq.subscription import Subscription
 logger = logging.getLogger(__name__)
 
 CONVERT_BATCH = 1000
-CLAIM_BATCH = 100
+CLAIM_BATCH = 200
 SOON = 0.02  # another converter held the consumer, or events wait for an older transaction
 MAX_ERROR_BACKOFF = 5.0
 STALL_POLLS = 3  # poll intervals of conversion held back before it is logged
@@ -59,6 +60,7 @@ class ConsumerWorker:
         self._hooks = Hooks() if hooks is None else hooks
         self._completer = Completer(queries, pool, hooks=self._hooks)
         self._handlers = Handlers(sub.name)
+        self._prefetch = Prefetch(sub.concurrency, sub.visibility_timeout, limited=sub.limits.any)
         self._outcomes = Outcomes(
             sub,
             queries,
@@ -255,10 +257,11 @@ class ConsumerWorker:
         self._step_now()
 
     async def _fill(self) -> None:
-        free = self.sub.concurrency - len(self._handlers)
-        if free <= 0 or self._stopping.is_set():
+        # the free slots, and as many more as may wait claimed (kanthorq/prefetch.py)
+        room = self._prefetch.room(len(self._handlers))
+        if room <= 0 or self._stopping.is_set():
             return
-        want = min(free, CLAIM_BATCH)
+        want = min(room, CLAIM_BATCH)
         claimed = await self.queries.claim(self._pool, want, self._vt_ms)
         if not await self._take(claimed):
             return
@@ -282,23 +285,28 @@ class ConsumerWorker:
                 await self._hand_back([self._message(c) for c in claimed])
             return False
         self._hooks.claimed(self.sub, len(claimed))
-        for item in claimed:
+        free = max(self.sub.concurrency - len(self._handlers), 0)
+        for item in claimed[:free]:
             self._start(item)
+        self._prefetch.put(claimed[free:])  # claimed ahead: started as slots free up
         return True
 
-    def _start(self, item: Claimed) -> None:
+    def _start(self, item: Claimed, waited: float = 0.0) -> None:
         msg = self._message(item)
         work = self._hooks.attempt(self.sub, msg, self._execute(item, msg))
         task = asyncio.get_running_loop().create_task(work)
-        self._handlers.add(task, msg, self.sub.visibility_timeout)
+        self._handlers.add(task, msg, self.sub.visibility_timeout - waited)
         task.add_done_callback(self._done)
 
     def _message(self, item: Claimed) -> Message:
         return Message(_event(item), item.task, self._outcomes)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._handlers.discard(task)
-        if self._more:
+        self._prefetch.handler_took(self._handlers.discard(task))
+        waiting = None if self._stopping.is_set() else self._prefetch.pop()
+        if waiting is not None:
+            self._start(*waiting)
+        if self._more and self._prefetch.low():
             self._step_now()
         if not task.cancelled() and task.exception() is not None:
             logger.error(
@@ -337,6 +345,8 @@ class ConsumerWorker:
     # ---- shutdown -------------------------------------------------------------------
 
     async def _drain(self) -> None:
+        # what was claimed ahead never started: it goes back at once
+        await self._hand_back([self._message(c) for c in self._prefetch.take_all()])
         unwound = await shutdown.drain(self._handlers, self._shutdown_timeout, self.sub.name)
         await self._hand_back(unwound)
         await self._completer.close()

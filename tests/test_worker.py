@@ -761,7 +761,7 @@ async def _publish_with(app: kanthorq.App, subject: str) -> str:
 # ---- claiming ---------------------------------------------------------------------------
 
 
-async def test_never_claims_more_than_the_free_handler_slots(
+async def test_before_handler_times_are_known_claims_only_the_free_handler_slots(
     make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
 ) -> None:
     app = make_app(poll_interval=30)
@@ -787,6 +787,69 @@ async def test_never_claims_more_than_the_free_handler_slots(
     await wait_until(lambda: _states_are(db, {TaskState.COMPLETED: 10}))
     assert sorted(done) == sorted(ids)
     assert most == 3
+
+
+async def test_quick_handlers_claim_ahead_and_a_shutdown_hands_the_waiting_tasks_back(
+    make_app: AppFactory, start_app: Starter, db: asyncpg.Connection
+) -> None:
+    app = make_app(shutdown_timeout=5, poll_interval=30)
+    running_now = 0
+    most = 0
+    hold = False
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    @app.subscribe("a.b", consumer="c", concurrency=2, visibility_timeout=300)
+    async def handler(msg: kanthorq.Message) -> None:
+        nonlocal running_now, most
+        running_now += 1
+        most = max(most, running_now)
+        if hold:
+            await release.wait()
+        running_now -= 1
+        handled.append(msg.event.id)
+
+    running = await start_app(app)
+    quick = await app.publish_many([("a.b", b"") for _ in range(30)])  # handler times known
+    await wait_until(lambda: _states_are(db, {TaskState.COMPLETED: 30}))
+    hold = True
+    held = await app.publish_many([("a.b", b"") for _ in range(50)])
+    # two run, and the rest are claimed ahead of a free slot
+    await wait_until(lambda: _states_are(db, {TaskState.COMPLETED: 30, TaskState.RUNNING: 50}))
+    await wait_until(lambda: running_now == 2)
+
+    stopping = asyncio.create_task(running.stop())
+    await wait_until(
+        lambda: _states_are(
+            db, {TaskState.COMPLETED: 30, TaskState.RUNNING: 2, TaskState.RETRYABLE: 48}
+        )
+    )
+    release.set()
+    await asyncio.wait_for(stopping, 10)
+    assert most == 2
+    assert len(handled) == 32
+    assert set(quick) <= set(handled)
+    now = await db.fetchval("SELECT kanthorq_now_ms()")
+    waiting = [eid for eid in held if eid not in handled]
+    assert len(waiting) == 48
+    for event_id in waiting:
+        row = await task_row(db, "c", event_id)
+        assert row is not None
+        assert row["state"] == TaskState.RETRYABLE
+        assert row["attempt_count"] == 0  # never started: the claim is not an attempt
+        assert row["schedule_at"] <= now
+
+    # another worker runs them at once, each once
+    again = make_app(poll_interval=30)
+    rerun: list[str] = []
+
+    @again.subscribe("a.b", consumer="c", concurrency=2, visibility_timeout=300)
+    async def handler2(msg: kanthorq.Message) -> None:
+        rerun.append(msg.event.id)
+
+    await start_app(again)
+    await wait_until(lambda: _states_are(db, {TaskState.COMPLETED: 80}), timeout=10)
+    assert sorted(rerun) == sorted(waiting)
 
 
 async def _states_are(db: asyncpg.Connection, expected: dict[int, int]) -> bool:
