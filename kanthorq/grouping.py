@@ -19,7 +19,8 @@ from typing import Any
 from kanthorq.publish_errors import noting_connect_failures, publish_error
 
 Row = tuple[str, str, bytes, str, int]  # id, subject, body, metadata, created_at
-WriteMany = Callable[[Sequence[Row]], Awaitable[None]]
+# writes rows in one statement; True when that statement notified the stream's workers
+WriteMany = Callable[[Sequence[Row]], Awaitable[bool]]
 
 
 class GroupWriter:
@@ -28,19 +29,19 @@ class GroupWriter:
     def __init__(self, write: WriteMany, errors: tuple[type[BaseException], ...]) -> None:
         self._write = write
         self._errors = errors  # what a failed write raises (database and connection errors)
-        self._waiting: list[tuple[Row, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[Row, asyncio.Future[bool]]] = []
         self._busy = False
         self._flusher: asyncio.Task[None] | None = None
 
-    async def write(self, row: Row) -> None:
+    async def write(self, row: Row) -> bool:
+        """Write ``row``, with others gathered meanwhile: whether its statement notified."""
         if self._busy:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self._waiting.append((row, done))
-            await done
-            return
+            return await done
         self._busy = True
         try:
-            await self._write([row])  # alone: at once, as one INSERT
+            return await self._write([row])  # alone: at once, as one INSERT
         finally:
             self._hand_over()
 
@@ -61,10 +62,10 @@ class GroupWriter:
             self._busy = False
             self._flusher = None
 
-    async def _flush_batch(self, batch: list[tuple[Row, asyncio.Future[None]]]) -> None:
+    async def _flush_batch(self, batch: list[tuple[Row, asyncio.Future[bool]]]) -> None:
         with noting_connect_failures() as connect_failures:
             try:
-                await self._write([row for row, _ in batch])
+                notified = await self._write([row for row, _ in batch])
             except self._errors as exc:
                 connecting = any(exc is failure for failure in connect_failures)
                 error: BaseException = publish_error(
@@ -78,7 +79,7 @@ class GroupWriter:
             else:
                 for _, done in batch:
                     if not done.done():
-                        done.set_result(None)
+                        done.set_result(notified)
                 return
         for _, done in batch:
             if not done.done():

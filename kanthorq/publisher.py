@@ -114,6 +114,16 @@ class Notifier:
             conn = await self._connection()
             await conn.execute(notify_sql(channel(stream_id)))
 
+    def inline(self, stream_id: str) -> bool:
+        """Whether a publish should notify in its own statement, delivered by its commit:
+        the quickest wake-up, when none was sent or is due for the stream within the
+        window. Otherwise it asks :meth:`notify`, which coalesces."""
+        now = time.monotonic()
+        if stream_id in self._pending or now - self._last.get(stream_id, -math.inf) < self._window:
+            return False
+        self._last[stream_id] = now
+        return True
+
     def notify(self, stream_id: str) -> None:
         if stream_id in self._pending:
             return
@@ -250,16 +260,22 @@ class Publisher:
     def _group(self, stream_id: str) -> GroupWriter:
         group = self._groups.get(stream_id)
         if group is None:
-            one, batch = (
+            one, one_notify, batch = (
                 render("publish_one", stream_id=stream_id),
+                render("publish_one_notify", stream_id=stream_id),
                 render("publish_batch", stream_id=stream_id),
             )
+            wake = channel(stream_id)
 
-            async def write(rows: Sequence[Row]) -> None:
-                if len(rows) == 1:
-                    await self._pool.execute(one, *rows[0])
-                else:
+            async def write(rows: Sequence[Row]) -> bool:
+                if len(rows) > 1:
                     await self._pool.execute(batch, *grouping.columns(rows))
+                    return False
+                if self._notifier.inline(stream_id):  # the first publish in a while
+                    await self._pool.execute(one_notify, *rows[0], wake)
+                    return True
+                await self._pool.execute(one, *rows[0])
+                return False
 
             group = self._groups[stream_id] = GroupWriter(write, _WRITE_ERRORS)
         return group
@@ -303,16 +319,18 @@ class Publisher:
         db = self._pool if conn is None else conn
         made: list[tuple[str, bool]] = []
 
-        async def insert(ref: StreamRef) -> None:
+        async def insert(ref: StreamRef) -> bool:
             [row] = self._rows(ref, [content])
             if key is not None:
                 made[:] = [await dedup.write_one(db, ref.id, row, key)]
-                return
+                return False
+            notified = False
             if conn is None:  # with concurrent publishes of the stream, one commit for all
-                await self._group(ref.id).write(row)
+                notified = await self._group(ref.id).write(row)
             else:
                 await conn.execute(render("publish_one", stream_id=ref.id), *row)
             made[:] = [(row[0], True)]
+            return notified
 
         await self._write(stream, conn, insert, keyed=key is not None)
         return made[0]
@@ -359,12 +377,13 @@ class Publisher:
         self,
         stream: str,
         conn: Conn | None,
-        write: Callable[[StreamRef], Awaitable[None]],
+        write: Callable[[StreamRef], Awaitable[bool | None]],
         *,
         keyed: bool = False,
     ) -> None:
         """``write`` the stream's rows, then notify its workers (after the commit when the
-        publisher owns the transaction, else inside the caller's). A database failure is a
+        publisher owns the transaction, else inside the caller's), unless ``write`` says its
+        own statement did. A database failure is a
         :class:`PublishError` that tells whether the event may have been written: a failure
         to open a pooled connection (the pool notes those), to find the stream, or a
         statement the server refused wrote nothing; a connection lost mid-write may have."""
@@ -380,7 +399,7 @@ class Publisher:
                     ref = await self._registry.stream(stream, via=conn)
                 step = "write"
                 try:
-                    await write(ref)
+                    notified = await write(ref)
                 except asyncpg.UndefinedTableError:
                     # the stream was dropped (kanthorq drop stream) since this process cached
                     # it; a caller's transaction has failed, and the caller must retry it
@@ -390,12 +409,12 @@ class Publisher:
                     step = "stream"
                     ref = await self._registry.stream(stream)  # created again
                     step = "write"
-                    await write(ref)
+                    notified = await write(ref)
                 step = "notify"
-                if conn is None:
-                    self._notifier.notify(ref.id)
-                else:
+                if conn is not None:
                     await conn.execute(_NOTIFY, channel(ref.id))
+                elif not notified:  # (else the write's own statement notified)
+                    self._notifier.notify(ref.id)
             except _WRITE_ERRORS as exc:
                 connecting = any(exc is failure for failure in connect_failures)
                 raise publish_error(exc, step=step, connecting=connecting, joined=joined) from exc

@@ -3,6 +3,7 @@ of the listening connection."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -10,6 +11,7 @@ import asyncpg
 
 import kanthorq
 from kanthorq.ids import new_id
+from kanthorq.publisher import channel
 from tests.conftest import Running, stream_table, wait_until
 
 AppFactory = Callable[..., kanthorq.App]
@@ -165,3 +167,41 @@ async def test_an_app_runs_again_after_shutdown(make_app: AppFactory, start_app:
     await running.stop()
     await start_app(app)
     assert await _handled_within(app, seen, "a.two") < FAST
+
+
+async def test_a_lone_publish_is_notified_by_its_own_commit_and_the_next_one_still_is(
+    make_app: AppFactory, db: asyncpg.Connection
+) -> None:
+    app = make_app()
+    async with app:
+        await app.publish("a.b", b"0")  # registers the stream
+        notifier = app._notifier
+        assert notifier is not None
+        await notifier.flush()
+        stream_id = await db.fetchval(
+            "SELECT id FROM kanthorq_stream_registry WHERE name = 'default'"
+        )
+        got: list[int] = []
+        await db.add_listener(channel(stream_id), lambda _c, pid, _ch, _p: got.append(pid))
+        await asyncio.sleep(0.05)  # longer than the coalescing window
+
+        await app.publish("a.b", b"1")
+        await wait_until(lambda: len(got) == 1, timeout=FAST)
+        await notifier.flush()
+        await asyncio.sleep(0.1)
+        assert len(got) == 1  # once: not again from the background
+        # sent by the publish's own statement, not by the notifier's connection
+        own = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_notify($6%'",
+            got[0],
+        )
+        assert own == 1
+
+        # two at once: the second within the window is coalesced, and still notified
+        await asyncio.sleep(0.05)
+        await app.publish("a.b", b"2")
+        await app.publish("a.b", b"3")
+        await notifier.flush()
+        await wait_until(lambda: len(got) == 3, timeout=FAST)
+        await asyncio.sleep(0.1)
+        assert len(got) == 3

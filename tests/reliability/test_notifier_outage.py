@@ -3,6 +3,7 @@ publish; publishing itself goes on, and notifying comes back by itself."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import asyncpg
@@ -63,7 +64,9 @@ async def publish_through_an_outage(
         assert "polling" in warned[0]
 
         async def recovered() -> bool:
-            await app.publish("a.b", b"later")
+            # at once: the first notifies in its own statement, and the others (written
+            # together after it) through the notifier
+            await asyncio.gather(*(app.publish("a.b", b"later") for _ in range(3)))
             return bool(notifier_records(caplog, logging.INFO))
 
         await wait_until(recovered, timeout=30, interval=0.2)  # past the backoff
