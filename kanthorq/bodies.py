@@ -44,9 +44,15 @@ def _enc_hook(value: Any) -> Any:
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
+# bodies that are never a Pydantic model themselves (one inside them meets the enc_hook)
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+
+
 def encode(body: object) -> bytes:
     """``body`` as JSON. Raises ``TypeError``/``ValueError``/``msgspec.EncodeError`` for a
     value that JSON cannot hold."""
+    if type(body) in _PLAIN:  # the common case, without looking for Pydantic
+        return _encoder.encode(body)
     base = _base_model()
     if base is not None and isinstance(body, base):
         text: str = body.model_dump_json(by_alias=True)
