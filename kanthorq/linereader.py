@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 
 CHUNK = 64 * 1024
 
-_Item = bytes | OSError | None  # a line, the read error, or the end of the input
+_Item = list[bytes] | OSError | None  # the lines of a read, its error, or the input's end
+QUEUED_READS = 4  # reads that may wait for the reader (holds the thread back meanwhile)
 
 
 class _Splitter:
@@ -46,23 +47,23 @@ def _strip(line: bytes) -> bytes:
 
 
 def _read_lines(
-    fd: int, lines: queue.Queue[_Item], loop: asyncio.AbstractEventLoop, ready: asyncio.Event
+    fd: int, reads: queue.Queue[_Item], loop: asyncio.AbstractEventLoop, ready: asyncio.Event
 ) -> None:
-    """Put the non-empty lines of ``fd`` in ``lines``, then None (or the read error); wake
-    the loop for each."""
+    """Put the non-empty lines of each read of ``fd`` in ``reads``, then None (or the read
+    error); wake the loop for each."""
     splitter = _Splitter()
     end: OSError | None = None
     try:
         try:
             while chunk := os.read(fd, CHUNK):
-                for line in splitter.feed(chunk):
-                    lines.put(line)
+                if lines := splitter.feed(chunk):
+                    reads.put(lines)
                     loop.call_soon_threadsafe(ready.set)
-            for line in splitter.end():
-                lines.put(line)
+            if lines := splitter.end():
+                reads.put(lines)
         except OSError as exc:  # the reader must hear of it, not wait for lines forever
             end = exc
-        lines.put(end)
+        reads.put(end)
         loop.call_soon_threadsafe(ready.set)
     except RuntimeError:  # the loop closed: nobody reads any more
         return
@@ -70,29 +71,34 @@ def _read_lines(
 
 async def line_batches(fd: int, size: int) -> AsyncIterator[list[bytes]]:
     """Yield the non-empty lines read from the file descriptor ``fd`` in lists of up to
-    ``size``, as they arrive.
+    ``size``, as they arrive: full lists from a file, and what has come so far from a pipe
+    or a terminal.
 
     The reading thread fills a bounded queue, which holds it back while a batch is being
     published.
     """
-    lines: queue.Queue[_Item] = queue.Queue(maxsize=size * 4)
+    reads: queue.Queue[_Item] = queue.Queue(maxsize=QUEUED_READS)
     ready = asyncio.Event()
-    args = (fd, lines, asyncio.get_running_loop(), ready)
+    args = (fd, reads, asyncio.get_running_loop(), ready)
     threading.Thread(target=_read_lines, args=args, name="kanthorq-stdin", daemon=True).start()
+    pending: list[bytes] = []  # lines read, not yet yielded
+    ended = False
+    error: OSError | None = None  # raised once the lines read before it are yielded
     while True:
-        batch: list[bytes] = []
-        while len(batch) < size and not lines.empty():
-            line = lines.get_nowait()
-            if isinstance(line, OSError):
-                raise line
-            if line is None:
-                if batch:
-                    yield batch
-                return
-            batch.append(line)
-        if batch:
+        while len(pending) < size and not ended and not reads.empty():
+            item = reads.get_nowait()
+            if isinstance(item, list):
+                pending.extend(item)
+            else:
+                ended, error = True, item
+        if pending:
+            batch, pending = pending[:size], pending[size:]
             yield batch
+        elif error is not None:
+            raise error
+        elif ended:
+            return
         else:
             ready.clear()
-            if lines.empty():
+            if reads.empty():
                 await ready.wait()
