@@ -234,7 +234,8 @@ class SupervisedProcess(WorkerProcess):
         return sum(_cpu(p) - self._cpu_base.get(p.pid, 0.0) for p in self.tree())
 
     def children_alive(self) -> int:
-        return len(self.tree()) - 1
+        """The supervisor's descendants alive now (0 without psutil)."""
+        return max(len(self.tree()) - 1, 0)
 
     async def stop(self) -> None:
         """SIGTERM to the supervisor, which passes it to its children and waits for them;
