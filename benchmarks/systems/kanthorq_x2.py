@@ -7,20 +7,21 @@ worker process of W2 does: the same consumer, subject, concurrency and no-op han
 
 The clock. The single process's W2 clock starts at its ``READY``, when the events are
 published and committed already. Here that would put the start of two Python processes
-(about 0.5 s, while a drain of 20,000 tasks takes about 2 s) inside the clock, and the
+(about 0.5 s, while a drain of 20,000 tasks takes under 2 s here) inside the clock, and the
 supervisor has no ``READY`` to tell when both children are up. So the events are hidden
 until both are: they are published in ONE open transaction (``publish_many(conn=)``, in
 batches of ``batch``, as W2 publishes), the supervisor is started, the parent waits until
 both children are listening (two connections of the database whose last statement is a
-``LISTEN``/``UNLISTEN``: the listener's) and a short settle, then commits; the NOTIFY of
+``LISTEN``, or the ``UNLISTEN`` that ends the listener's probe: one child can be past its
+``LISTEN`` before the other gets there) and a short settle, then commits; the NOTIFY of
 the publish goes out at that commit and wakes both. The clock starts when the COMMIT is
 sent (its duration, ``commit_ms``, is in the result: a few ms, inside the clock).
 
 It is fair: each clock starts at the later of "the events are committed and visible" and
 "the worker is ready", and stops when the database shows every task completed (the same
 poll). Two small differences remain, both stated: the single worker's clock includes
-``app.run()``'s own start (registering its consumer, connecting its listener: a few ms),
-which the children have done before the commit; and here the events share one transaction
+``app.run()``'s own start (registering its consumer, connecting its listener), which the
+children have done before the commit; and here the events share one transaction
 instead of one per batch.
 
 Worker CPU % and peak RSS are summed over the supervisor and its children (psutil
