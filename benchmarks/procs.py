@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -159,3 +161,103 @@ class WorkerProcess:
         if self._reader is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reader, 5.0)
+
+
+class SupervisedProcess(WorkerProcess):
+    """``python -m kanthorq run APP --workers N``: the supervisor and its N children, watched
+    as one worker. Its readiness is not a ``READY`` line: the caller decides when the clock
+    starts and calls :meth:`mark_ready`. RSS and CPU time are summed over the supervisor and
+    every descendant (psutil's ``children(recursive=True)``), so the CPU % of N processes
+    can exceed 100."""
+
+    def __init__(self, app: str, opts: WorkerOptions, workers: int, env: dict[str, str]) -> None:
+        super().__init__("", opts)
+        self.argv = [
+            sys.executable,
+            "-m",
+            "kanthorq",
+            "run",
+            app,
+            f"--workers={workers}",
+            f"--dsn={opts.dsn}",
+            "--log-level=WARNING",  # as the single worker process logs
+        ]
+        self.env = env
+        # the tree's stderr, read and closed by take_log()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
+        self._cpu_base: dict[int, float] = {}
+        self._seen: dict[int, Any] = {}  # every process of the tree seen, to reap at stop
+
+    async def start(self) -> None:
+        """Start the supervisor; it starts its children (the caller sees when they listen)."""
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=self.log,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+        )
+        self._ps = _psutil_process(self.proc.pid)
+
+    def tree(self) -> list[Any]:
+        """The supervisor and its descendants alive now (empty without psutil)."""
+        if self._ps is None:
+            return []
+        procs = [self._ps]
+        with contextlib.suppress(Exception):
+            procs += self._ps.children(recursive=True)
+        for p in procs:
+            self._seen.setdefault(p.pid, p)
+        return procs
+
+    def mark_ready(self) -> None:
+        """The clock starts now (``ready_at``): CPU time is counted from here, per process."""
+        self.rss.clear()
+        self.sample()
+        self._cpu_base = {p.pid: _cpu(p) for p in self.tree()}
+        self.ready_at = time.perf_counter()
+
+    def sample(self) -> None:
+        total = 0
+        for p in self.tree():
+            with contextlib.suppress(Exception):
+                total += int(p.memory_info().rss)
+        if total:
+            self.rss.append(total)
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu(p) for p in self.tree())
+
+    def cpu_since_ready(self) -> float:
+        """CPU seconds of the tree since :meth:`mark_ready` (a child that died meanwhile
+        takes its share with it; a child started since counts in full)."""
+        return sum(_cpu(p) - self._cpu_base.get(p.pid, 0.0) for p in self.tree())
+
+    def children_alive(self) -> int:
+        """The supervisor's descendants alive now (0 without psutil)."""
+        return max(len(self.tree()) - 1, 0)
+
+    async def stop(self) -> None:
+        """SIGTERM to the supervisor, which passes it to its children and waits for them;
+        then any process of the tree still alive is killed, so none is left behind."""
+        self.tree()  # remember the children before the supervisor goes
+        await super().stop()
+        for p in self._seen.values():
+            with contextlib.suppress(Exception):
+                if p.is_running() and p.status() != "zombie":
+                    p.kill()
+
+    def take_log(self) -> list[str]:
+        """What the tree wrote to stderr, less each child's expected notice of the stop
+        (once: the file is closed)."""
+        with self.log:
+            self.log.seek(0)
+            lines = self.log.read().decode(errors="replace").splitlines()
+        return [line for line in lines if "received SIGTERM: shutting down gracefully" not in line]
+
+
+def _cpu(p: Any) -> float:
+    with contextlib.suppress(Exception):
+        times = p.cpu_times()
+        return float(times.user + times.system)
+    return 0.0

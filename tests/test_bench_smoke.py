@@ -1,5 +1,5 @@
-"""The benchmark runner, on small sizes: kanthorq (with and without its metrics) and the raw
-floor, W1 and W2, one round.
+"""The benchmark runner, on small sizes: kanthorq (with and without its metrics, and under
+``kanthorq run --workers 2``) and the raw floor, W1 and W2, one round.
 
 It needs no benchmark extra: the peers are imported only when selected."""
 
@@ -43,3 +43,34 @@ async def test_quick_round_reports_positive_figures(server_dsn: str, tmp_path: P
     assert ratio["median"] > 0
     assert report["meta"]["failures"] == []
     assert out.with_suffix(".md").read_text().startswith("# kanthorq benchmarks")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_w2_with_two_worker_processes(server_dsn: str, tmp_path: Path) -> None:
+    """kanthorq-x2: W2 drained by ``kanthorq run --workers 2``, beside one process. Its
+    figures of CPU and of the processes come from psutil (the bench extra)."""
+    pytest.importorskip("psutil")
+    out = tmp_path / "bench.json"
+    args = cli.parser().parse_args(
+        [
+            "--quick",
+            "--rounds=1",
+            "--only=W2",
+            "--systems=kanthorq,kanthorq-x2",
+            "--events=1000",
+            f"--dsn={server_dsn}",
+            f"--out={out}",
+        ]
+    )
+    assert await cli.run(args) == 0
+    report = json.loads(out.read_text())
+    assert report["meta"]["failures"] == []
+    (w2,) = report["results"]["W2"]["kanthorq-x2"]
+    assert w2["tasks"] == 1_000  # a result only once the database shows them all completed
+    assert w2["workers"] == 2
+    assert w2["tasks_per_s"] > 0
+    assert w2["worker_cpu_pct"] > 0
+    [ratio] = [r for r in report["ratios"] if "kanthorq-x2 / kanthorq" in r["ratio"]]
+    assert ratio["median"] > 0
+    assert "kanthorq-x2" in out.with_suffix(".md").read_text()

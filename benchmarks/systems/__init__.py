@@ -11,6 +11,7 @@ MODULES = {
     "kanthorq": "benchmarks.systems.kanthorq_sys",
     "kanthorq+keys": "benchmarks.systems.kanthorq_keys_sys",
     "kanthorq+metrics": "benchmarks.systems.kanthorq_metrics",
+    "kanthorq-x2": "benchmarks.systems.kanthorq_x2",
     "pgqueuer": "benchmarks.systems.pgqueuer_sys",
     "procrastinate": "benchmarks.systems.procrastinate_sys",
     "raw": "benchmarks.systems.raw",
