@@ -44,15 +44,17 @@ def _enc_hook(value: Any) -> Any:
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
-# bodies that are never a Pydantic model themselves (one inside them meets the enc_hook)
-_PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+# bodies that are never a Pydantic model themselves (one inside them meets the enc_hook):
+# encode_plain(body) takes them without looking for Pydantic
+PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+encode_plain = _encoder.encode
 
 
 def encode(body: object) -> bytes:
     """``body`` as JSON. Raises ``TypeError``/``ValueError``/``msgspec.EncodeError`` for a
     value that JSON cannot hold."""
-    if type(body) in _PLAIN:  # the common case, without looking for Pydantic
-        return _encoder.encode(body)
+    if type(body) in PLAIN:
+        return encode_plain(body)
     base = _base_model()
     if base is not None and isinstance(body, base):
         text: str = body.model_dump_json(by_alias=True)

@@ -46,19 +46,34 @@ def _time_part(ms: int) -> str:
     return _base32(ms, 10)
 
 
-def _ulids(count: int, ms: int | None) -> list[str]:
+def _count_up(first: int, count: int) -> list[str]:
+    """The 16-character random parts of ``first``, ``first + 1``, ... (``count`` of them):
+    the top 12 characters once per 2**20 values, the last 4 from two lookups each."""
+    parts: list[str] = []
+    value, end = first, first + count
+    while value < end:
+        high = value >> 20
+        stop = min(end, (high + 1) << 20)
+        head = _base32(high, 12)
+        parts += [head + _PAIRS[(v >> 10) & 1023] + _PAIRS[v & 1023] for v in range(value, stop)]
+        value = stop
+    return parts
+
+
+def _ulids(count: int, ms: int | None, lead: str = "") -> list[str]:
     """``count`` new ULIDs of millisecond ``ms`` (None: now by this host's clock), in
     increasing order, after every one this process made before.
 
     The random parts are 16 random characters each (one read of os.urandom for all), sorted.
     Within the millisecond of the last id made, they count up from its random part instead,
-    as monotonic ULIDs do, so ids of one process sort in the order they were made.
+    as monotonic ULIDs do, so ids of one process sort in the order they were made. Each
+    starts with ``lead``.
     """
     global _last
     if ms is None:
         ms = time.time_ns() // 1_000_000
     fresh = os.urandom(16 * count).translate(_RANDOM_CHAR).decode("ascii")
-    parts = sorted(fresh[i : i + 16] for i in range(0, 16 * count, 16))
+    parts = sorted([fresh[i : i + 16] for i in range(0, 16 * count, 16)])
     with _lock:
         last_ms, prefix, last_part, last_value = _last
         value: int | None = None
@@ -69,10 +84,11 @@ def _ulids(count: int, ms: int | None) -> list[str]:
                 last_value = 0
                 for char in last_part:
                     last_value = last_value * 32 + _VALUE[char]
-            parts = [_base32(last_value + i, 16) for i in range(1, count + 1)]
+            parts = _count_up(last_value + 1, count)
             value = last_value + count
         _last = (max(ms, last_ms), prefix, parts[-1], value)
-    return [prefix + part for part in parts]
+    lead += prefix
+    return [lead + part for part in parts]
 
 
 def new_id(namespace: str, ms: int | None = None) -> str:
@@ -84,8 +100,7 @@ def new_ids(namespace: str, count: int, ms: int | None = None) -> list[str]:
     """``count`` new ids of millisecond ``ms`` (None: now), in the order they sort."""
     if count <= 0:
         return []
-    prefix = namespace + "_"
-    return [prefix + ulid for ulid in _ulids(count, ms)]
+    return _ulids(count, ms, namespace + "_")
 
 
 # The millisecond of a stream's event ids. A consumer of KanthorQ for Go starts its cursor at

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -23,20 +23,28 @@ _encoder = msgspec.json.Encoder()
 def encode_body(body: object, max_size: int) -> bytes:
     """``bytes`` are kept as they are; anything else is encoded to JSON with msgspec, or a
     Pydantic model with its own serializer (:mod:`kanthorq.bodies`)."""
-    if isinstance(body, bytes):
-        data = body
-    elif isinstance(body, bytearray | memoryview):
+    kind = type(body)
+    if kind is bytes:
+        data = cast(bytes, body)
+    elif kind in bodies.PLAIN:  # the common bodies (dict, list, ...): straight to msgspec
+        try:
+            data = bodies.encode_plain(body)
+        except (TypeError, ValueError, msgspec.EncodeError, RecursionError) as exc:
+            raise _unencodable(kind, exc) from None
+    elif isinstance(body, (bytes, bytearray, memoryview)):
         data = bytes(body)
     else:
         try:
             data = bodies.encode(body)
         except (TypeError, ValueError, msgspec.EncodeError, RecursionError) as exc:
-            raise InvalidPayload(
-                f"body of type {type(body).__name__} cannot be encoded to JSON: {exc}"
-            ) from None
+            raise _unencodable(kind, exc) from None
     if len(data) > max_size:
         raise PayloadTooLarge(f"body is {len(data)} bytes, more than the maximum of {max_size}")
     return data
+
+
+def _unencodable(kind: type, exc: BaseException) -> InvalidPayload:
+    return InvalidPayload(f"body of type {kind.__name__} cannot be encoded to JSON: {exc}")
 
 
 def _check_str(value: str, where: str) -> None:

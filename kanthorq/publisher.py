@@ -230,10 +230,13 @@ def _contents(items: Sequence[object], max_body: int, schedule: int | None) -> l
     plain = encode_metadata(with_schedule(None, schedule))
     contents: list[Content] = []
     append = contents.append
+    valid: object = None  # the last subject checked (a batch often has one subject)
     for item in items:
         if type(item) is tuple and len(item) == 2:
             subject, body = item
-            append((validate_subject(subject), encode_body(body, max_body), plain))
+            if subject is not valid:
+                valid = validate_subject(subject)
+            append((subject, encode_body(body, max_body), plain))
         else:
             append(_item_content(item, max_body, schedule))
     return contents
