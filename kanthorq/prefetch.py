@@ -2,7 +2,7 @@
 
 A worker that claims only its free slots waits a round trip between a handler finishing and
 the next one starting; with quick handlers that round trip, not the handlers, sets the pace.
-So it may claim more tasks than it can start (up to 200), and start them the moment slots
+So it may claim more tasks than it can start (up to 400), and start them the moment slots
 free up, while the next claim is on its way. A task claimed ahead ages toward its deadline
 while it waits, so it claims only as many ahead as its handlers start (``concurrency``
 every average handler time) within 5% of the visibility timeout. Until enough handlers have
@@ -21,7 +21,7 @@ from kanthorq.store import Claimed
 SHARE = 0.05  # of the visibility timeout that a task claimed ahead may spend waiting
 WEIGHT = 0.1  # of each new handler time in the running average
 WARM_UP = 20  # handler times measured before claiming ahead
-MOST = 200  # tasks claimed ahead at most
+MOST = 400  # tasks claimed ahead at most
 
 
 class Prefetch:

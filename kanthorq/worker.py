@@ -79,6 +79,8 @@ class ConsumerWorker:
         self._rescue_due = True  # a poll found running tasks past their deadline
         self._backlog = False  # the last conversion filled its batch: more events wait
         self._more = False
+        self._runnable = 0  # about how many converted tasks wait to be claimed
+        self._ahead: asyncio.Task[None] | None = None  # a conversion beside the claims
         self._next_timer = 0.0
         self.step_started: float | None = None  # time.monotonic() of the step under way
         self._error_backoff = 0.0
@@ -162,11 +164,16 @@ class ConsumerWorker:
         if check_at is not None:
             self._soon(max(check_at - now, SOON))
         # New events (a wake-up, a poll, a timer) are converted at once. The rest of a
-        # backlog is converted a batch at a time as the runnable tasks run out (a claim came
-        # back short), so claims never wait behind the conversion of a whole backlog.
-        if self._convert_due or (self._backlog and not self._more):
-            self._convert_due = self._backlog = False
-            await self._convert()
+        # backlog is converted a batch at a time: beside the claims when half a batch of
+        # runnable tasks is left, so the claims go on meanwhile; at once when they ran out (a
+        # claim came back short). Claims never wait behind the conversion of a whole backlog.
+        if self._ahead is None:
+            if self._convert_due or (self._backlog and not self._more):
+                self._convert_due = self._backlog = False
+                await self._convert()
+            elif self._backlog and self._runnable < CONVERT_BATCH // 2:
+                self._backlog = False
+                self._ahead = asyncio.get_running_loop().create_task(self._convert_ahead())
         await self._fill()
 
     async def _sleep(self) -> None:
@@ -208,15 +215,28 @@ class ConsumerWorker:
             for item in await self.queries.with_events(self._pool, discarded):
                 await self._outcomes.discarded(self._message(item), error)
 
-    async def _convert(self) -> None:
+    async def _convert_ahead(self) -> None:
+        """The backlog's next batch, converted while the claims go on; a failure is left to
+        the next step's conversion (which backs off)."""
+        try:
+            await self._convert(claim=False)
+        except DB_ERRORS as exc:
+            logger.debug("consumer %s: conversion failed: %s", self.sub.name, exc)
+            self._convert_due = True
+        finally:
+            self._ahead = None
+            self._step_now()
+
+    async def _convert(self, *, claim: bool = True) -> None:
         """One batch per step, so claims (and a shutdown) never wait behind a backlog."""
         free = 0 if self._stopping.is_set() else self.sub.concurrency - len(self._handlers)
         # a consumer with limits across workers claims only through claim.sql, its budget
-        want = 0 if self.sub.limits.any else min(max(free, 0), CLAIM_BATCH)
+        want = 0 if self.sub.limits.any or not claim else min(max(free, 0), CLAIM_BATCH)
         result = await self.queries.convert(self._pool, CONVERT_BATCH, want, self._vt_ms)
         if result.takeover:
             await self._take_over()
             return
+        self._runnable += result.inserted - len(result.claimed)
         await self._stalls.update(result.waiting, self._pool)
         if await self._take(result.claimed) and result.claimed:
             # as after a claim: a full one means more tasks may be runnable, and a finished
@@ -266,6 +286,7 @@ class ConsumerWorker:
         if not await self._take(claimed):
             return
         self._more = len(claimed) == want
+        self._runnable = max(self._runnable - len(claimed), 0) if self._more else 0
         if self._more:
             if len(self._handlers) < self.sub.concurrency:
                 self._step_now()
@@ -345,6 +366,8 @@ class ConsumerWorker:
     # ---- shutdown -------------------------------------------------------------------
 
     async def _drain(self) -> None:
+        if self._ahead is not None:  # one statement: let it finish
+            await asyncio.wait({self._ahead})
         # what was claimed ahead never started: it goes back at once
         await self._hand_back([self._message(c) for c in self._prefetch.take_all()])
         unwound = await shutdown.drain(self._handlers, self._shutdown_timeout, self.sub.name)
