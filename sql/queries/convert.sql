@@ -16,7 +16,16 @@
 --
 -- The result is one row per claimed task (with its event, as claim.sql returns it), or a
 -- single row with a NULL event_id when none was claimed; the counts repeat on every row.
-WITH consumer AS (
+--
+-- The commit does not wait for the WAL flush (lazy, below; a wake-up's latency is mostly
+-- that flush). Nothing can be lost by it: the events are durable already, and a crash that
+-- forgets this commit forgets the tasks and the cursor's move together, so the same events
+-- are converted again. Any later commit that waits for the flush (a completion, an ack in
+-- the handler's transaction, a publish) makes this one durable first, as the WAL is one
+-- sequence. What a PostgreSQL crash can cost is at-least-once's price: a task claimed here
+-- in the last moments before it may be claimed and run again.
+WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true) AS set),
+consumer AS (
     SELECT cursor, cursor_txid, txid_cursor = cursor AS coherent, skip_id, skip_txid,
            ARRAY(SELECT kanthorq_subject_regex(p) FROM unnest(subject_includes) AS p) AS includes,
            ARRAY(SELECT kanthorq_subject_regex(p) FROM unnest(subject_excludes) AS p) AS excludes
@@ -118,5 +127,6 @@ claimed AS (
 SELECT counts.scanned, counts.inserted, counts.locked, counts.takeover, counts.registered,
        counts.waiting, claimed.*
 FROM counts
+CROSS JOIN lazy
 LEFT JOIN claimed ON TRUE
 ORDER BY claimed.event_id
