@@ -152,9 +152,6 @@ async def test_everything_shown_is_escaped(app: kanthorq.App, db: asyncpg.Connec
     assert "&lt;script&gt;window.__kq_pwned = 3&lt;/script&gt;" in task.text
     assert "<b>key</b>" not in task.text
     assert "&lt;b&gt;key&lt;/b&gt;" in task.text
-    assert INJECTED_SUBJECT
-    assert INJECTED_BODY
-    assert INJECTED_ERROR
 
 
 async def test_read_only_without_a_token_refuses_every_action(
