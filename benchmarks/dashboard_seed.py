@@ -90,8 +90,9 @@ async def seed(args: argparse.Namespace) -> None:
             # the chart's hour: some tasks finalized and failed lately, a minute apart
             await conn.execute(
                 f"""
-                UPDATE {tasks} SET finalized_at = $1 - (abs(hashtext(event_id)) % 3600) * 1000,
-                                   schedule_at = $1 - (abs(hashtext(event_id)) % 3600) * 1000
+                UPDATE {tasks}
+                SET finalized_at = $1::BIGINT - (abs(hashtext(event_id)) % 3600) * 1000,
+                    schedule_at = $1::BIGINT - (abs(hashtext(event_id)) % 3600) * 1000
                 WHERE event_id IN (SELECT event_id FROM {tasks} WHERE state IN (101, -102)
                                    ORDER BY event_id DESC LIMIT 20000)
                 """,
@@ -114,6 +115,7 @@ async def timings(args: argparse.Namespace) -> None:
             "email", kanthorq.admin.TaskFilter.build(states="retryable"), limit=1
         )
         failing = tasks[0].event_id
+        newest = (await app.admin.list_tasks("email", limit=50))[-1].event_id
         web = dashboard.app(app, token="bench-token")
         transport = httpx.ASGITransport(app=web)
         pages = [
@@ -126,13 +128,25 @@ async def timings(args: argparse.Namespace) -> None:
                 "consumer email, order.paid, older than 3d",
                 "/consumers/email?subject=order.paid&age=3d",
             ),
-            ("consumer email, page 5", "/consumers/email?page=5"),
+            (
+                "consumer email, order.paid, older than 3d, oldest",
+                "/consumers/email?subject=order.paid&age=3d&order=oldest",
+            ),
+            ("consumer email, next page", f"/consumers/email?after={newest}"),
+            (
+                "consumer email, user.created (matches none)",
+                "/consumers/email?subject=user.created",
+            ),
+            ("stream bench", "/streams/bench"),
             ("consumer email chart", "/fragments/chart/email"),
             ("consumer audit", "/consumers/audit"),
             ("task (retryable, with traceback)", f"/consumers/email/tasks/{failing}"),
             ("schedules", "/schedules"),
         ]
-        async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
+        headers = {"Authorization": "Bearer bench-token"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://dash", headers=headers
+        ) as client:
             print(f"timings (median of {args.runs} requests, after one warm-up):")
             for name, path in pages:
                 response = await client.get(path)

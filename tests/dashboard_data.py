@@ -77,7 +77,8 @@ async def arrange(app: kanthorq.App, db: asyncpg.Connection) -> Arranged:
     for name, (state, attempts, finalized, schedule, errors) in updates.items():
         await db.execute(
             f"UPDATE {table} SET state = $2, attempt_count = $3, finalized_at = $4, "
-            "schedule_at = $5, attempted_error = $6::JSONB[], attempted_at = $4 "
+            "schedule_at = $5, attempted_error = $6::JSONB[], "
+            "attempted_at = CASE WHEN $3::SMALLINT > 0 THEN $7::BIGINT ELSE 0 END "
             "WHERE event_id = $1",
             ids[name],
             int(state),
@@ -85,6 +86,7 @@ async def arrange(app: kanthorq.App, db: asyncpg.Connection) -> Arranged:
             finalized,
             schedule,
             errors,
+            now - 95_000,
         )
     # wait1..3 stay available, due in an hour (no worker runs in these tests)
     await db.execute(f"UPDATE {table} SET schedule_at = $1 WHERE state = 1", now + 3_600_000)

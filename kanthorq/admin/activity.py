@@ -13,7 +13,7 @@ from kanthorq.errors import ConfigError
 from kanthorq.ids import event_id_at
 
 KINDS = ("completed", "retried", "discarded")
-READ_PER_STATE = 20_000  # tasks read per state, at most, for one consumer's activity
+READ_PER_STATE = 5_000  # tasks read per state, at most, for one consumer's activity
 RATE_COUNT_UP_TO = 100_000  # events counted, at most, for one stream's rate
 
 

@@ -178,12 +178,14 @@ class Inspection(AdminBase):
         limit: int = 50,
         order: str = "newest",
         after: str | None = None,
+        timeout: float | None = None,
     ) -> list[TaskView]:
         """Up to ``limit`` tasks of ``consumer`` that ``filter`` selects, ordered by
         ``order``: ``"newest"`` event first (the default), ``"oldest"`` first, or ``"due"``
         (the next run first). ``after``: the next page, from the task after this event id
-        in that order (newest and oldest only). :class:`UnknownConsumer` when the consumer
-        does not exist."""
+        in that order (newest and oldest only). ``timeout``: seconds the query may take, else
+        :class:`TimeoutError` (a filter that few tasks match reads them all).
+        :class:`UnknownConsumer` when the consumer does not exist."""
         limit = _whole(limit, "limit", 1, MAX_LIST)
         if order not in ORDERS:
             raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
@@ -206,7 +208,7 @@ class Inspection(AdminBase):
             f"{info.sql('inspect_tasks')}WHERE {where}\n"
             f"ORDER BY {ORDERS[order]}\nLIMIT ${len(params) + 1}"
         )
-        rows = await self.pool.fetch(statement, *params, limit)
+        rows = await self.pool.fetch(statement, *params, limit, timeout=timeout)
         return [_task_view(row) for row in rows]
 
     async def count_tasks(

@@ -16,8 +16,14 @@ from kanthorq.admin.views import ConsumerOverview, TaskDetail, pretty_body
 from kanthorq.commands import timeparse
 from kanthorq.commands.task_view import HEX_LIMIT, ErrorEntry, error_entries
 from kanthorq.errors import ConfigError
+from kanthorq.ids import event_id_at
 
 PAGE_SIZE = 50
+LIST_TIMEOUT = 0.3  # seconds a page's listing may take: a filter few tasks match reads them all
+# A task is made after its event, so one created before a time has an event id from before
+# it; with this margin (ms) for publishers' clocks, a newest-first list with an age starts
+# there, not at the newest task
+AGE_MARGIN_MS = 300_000
 ORDERS = ("newest", "oldest")
 STATES = tuple(STATE_NAMES)
 OPERATIONS = {
@@ -89,6 +95,14 @@ def listing(
         states=list(chosen) or None, subject=subject or None, older_than=seconds
     )
     return Listing(chosen, subject, age, order, (after or "").strip(), built)
+
+
+def start_of(chosen: Listing, now: int) -> str | None:
+    """Where a newest-first list with an age filter starts: past the event ids of the tasks
+    too young to match, instead of reading through them (``now``: the database's time)."""
+    if chosen.order != "newest" or chosen.filter.older_than is None:
+        return None
+    return event_id_at(now - round(chosen.filter.older_than * 1000) + AGE_MARGIN_MS)
 
 
 def since(text: str) -> datetime | timedelta:

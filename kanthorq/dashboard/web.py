@@ -78,6 +78,7 @@ def _environment() -> jinja2.Environment:
         urlencode=urlencode,
         STATES_SHOWN=STATES,
         PAGE_SIZE=present.PAGE_SIZE,
+        LIST_TIMEOUT=present.LIST_TIMEOUT,
         OPERATIONS=present.OPERATIONS,
     )
     return env
@@ -239,13 +240,18 @@ class Dashboard:
             params.get("after"),
         )
         consumer, now = await self._consumer(name)
-        tasks = await self.admin.list_tasks(
-            name,
-            chosen.filter,
-            limit=present.PAGE_SIZE + 1,
-            order=chosen.order,
-            after=chosen.after or None,
-        )
+        slow = False
+        try:
+            tasks = await self.admin.list_tasks(
+                name,
+                chosen.filter,
+                limit=present.PAGE_SIZE + 1,
+                order=chosen.order,
+                after=chosen.after or present.start_of(chosen, now),
+                timeout=present.LIST_TIMEOUT,
+            )
+        except TimeoutError:
+            tasks, slow = [], True
         more = len(tasks) > present.PAGE_SIZE
         tasks = tasks[: present.PAGE_SIZE]
         matched, estimated = None, False
@@ -259,6 +265,7 @@ class Dashboard:
             "listing": chosen,
             "tasks": tasks,
             "more": more,
+            "slow": slow,
             "matched": matched,
             "matched_estimated": estimated,
             "chart": None if activity is None else present.chart(activity),

@@ -5,7 +5,8 @@
 -- read from the (state, schedule_at, event_id) index; nothing else. A discarded or
 -- retryable task's schedule is set when it fails, so a failure in the window is found; a
 -- completed task keeps the schedule it was claimed on, so one that waited in a backlog from
--- before $2 is not counted (the caller says so). A state that gave $3 rows may have had
+-- before $2 is not counted (the caller says so), nor the earlier failures of a task that a
+-- resume or a retry made available since. A state that gave $3 rows may have had
 -- more: its counts are then lower bounds.
 --
 -- Rows (kind, minute, n): n of kind in the minute from the window's start (0, 1, ...):
@@ -20,10 +21,6 @@ WITH recent AS (
     UNION ALL
     (SELECT t.state, t.finalized_at, t.attempted_error FROM {{tasks}} AS t
      WHERE t.state = 102 AND t.schedule_at >= $2 ORDER BY t.schedule_at DESC LIMIT $3)
-    UNION ALL
-    (SELECT t.state, t.finalized_at, t.attempted_error FROM {{tasks}} AS t
-     WHERE t.state = 1 AND t.schedule_at >= $2 AND t.attempt_count > 0
-     ORDER BY t.schedule_at DESC LIMIT $3)
     UNION ALL
     (SELECT t.state, t.finalized_at, t.attempted_error FROM {{tasks}} AS t
      WHERE t.state = 2 AND t.schedule_at >= $2 ORDER BY t.schedule_at DESC LIMIT $3)
