@@ -5,13 +5,15 @@ a prefix, the CLI's safety checks, and the admin's activity figures it draws."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 from starlette.applications import Starlette
-from starlette.routing import Mount
 
 import kanthorq
 from kanthorq import dashboard
@@ -295,7 +297,8 @@ async def test_mounted_under_a_prefix_its_links_keep_the_prefix(
     app: kanthorq.App, db: asyncpg.Connection
 ) -> None:
     await arrange(app, db)
-    outer = Starlette(routes=[Mount("/ops/queue", app=dashboard.app(app, token=TOKEN))])
+    outer = FastAPI()
+    outer.mount("/ops/queue", dashboard.app(app, token=TOKEN))
     async with client(outer) as http:
         login = await http.get("/ops/queue/consumers/email")
         assert login.headers["location"].startswith("http://dash/ops/queue/login?next=")
@@ -337,3 +340,33 @@ def test_cli_refuses_a_public_host_without_a_token(capsys: pytest.CaptureFixture
     code = main(["dashboard", "--dsn", "postgresql://nobody@127.0.0.1:1/x", "--host", "0.0.0.0"])
     assert code == 2
     assert "without a token" in capsys.readouterr().err
+
+
+NO_EXTRA = """
+import sys
+
+sys.modules["starlette"] = None  # as if not installed: importing it fails
+import kanthorq
+import kanthorq.cli
+
+print("loaded", sorted(m for m in sys.modules if m.startswith(("jinja2", "uvicorn"))))
+try:
+    import kanthorq.dashboard
+except ImportError as exc:
+    print(type(exc).__name__, exc)
+print("exit", kanthorq.cli.main(["dashboard", "--dsn", "postgresql://nobody@127.0.0.1:1/x"]))
+"""
+
+
+def test_without_the_extra_it_says_what_to_install() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_EXTRA], capture_output=True, text=True, timeout=60, check=False
+    )
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "loaded []"  # the CLI imports no part of the extra
+    assert lines[1] == (
+        "MissingExtra Dashboard pages need the starlette, jinja2, uvicorn or python-multipart "
+        "package, which is not installed: pip install 'kanthorq[dashboard]'"
+    ), proc.stderr
+    assert lines[2:] == ["exit 1"]
+    assert "pip install 'kanthorq[dashboard]'" in proc.stderr

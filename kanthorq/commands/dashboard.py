@@ -100,7 +100,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         cache = loaded.statement_cache_size if cache is None else cache
     kq = App(dsn, migrate=False, statement_cache_size=cache)
     web = standalone(kq, token, args.refresh)
-    mode = "actions need the token" if token else "read-only: no token"
+    mode = "every request needs the token" if token else "read-only: no token"
     print(
         f"kanthorq dashboard on http://{args.host}:{args.port}/ ({mode}); Ctrl-C stops it",
         file=sys.stderr,
