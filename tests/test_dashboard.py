@@ -18,7 +18,10 @@ from starlette.applications import Starlette
 import kanthorq
 from kanthorq import dashboard
 from kanthorq.cli import main
+from kanthorq.dashboard import present
 from kanthorq.dashboard.guard import COOKIE
+from kanthorq.ids import event_id_at
+from kanthorq.sqlfiles import load
 from tests.dashboard_data import arrange, states
 
 TOKEN = "s3cret-dashboard-token"
@@ -312,11 +315,28 @@ async def test_mounted_under_a_prefix_its_links_keep_the_prefix(
     assert 'hx-get="http://dash/ops/queue/fragments/overview"' in page.text
 
 
-async def test_schedules_page(app: kanthorq.App) -> None:
+async def test_schedules_page_lists_last_and_next_ticks(
+    app: kanthorq.App, db: asyncpg.Connection
+) -> None:
     async with client(dashboard.app(app)) as http:
+        empty = await http.get("/schedules")
+        assert empty.status_code == 200
+        assert "No schedules" in empty.text
+        next_tick = await db.fetchval("SELECT kanthorq_now_ms() + 3600000")
+        await db.execute(
+            load("schedule_register"),
+            "nightly",
+            "default",
+            "report.nightly",
+            "0 3 * * *",
+            next_tick,
+        )
         page = await http.get("/schedules")
-    assert page.status_code == 200
-    assert "No schedules" in page.text
+    row = page.text[page.text.index('data-schedule="nightly"') :]
+    assert "report.nightly" in row
+    assert "0 3 * * *" in row
+    assert "(in 59m" in row  # the next tick, an hour away
+    assert "ago)" in row  # the last: registered just now
 
 
 async def test_activity_counts_each_minute_and_the_stream_rate(
@@ -370,3 +390,25 @@ def test_without_the_extra_it_says_what_to_install() -> None:
     ), proc.stderr
     assert lines[2:] == ["exit 1"]
     assert "pip install 'kanthorq[dashboard]'" in proc.stderr
+
+
+def test_a_newest_first_list_with_an_age_starts_at_the_ids_of_that_age() -> None:
+    now = 1_800_000_000_000
+    aged = present.listing([], None, "2h", None, None)
+    start = present.start_of(aged, now)
+    assert start == event_id_at(now - 7_200_000 + present.AGE_MARGIN_MS)
+    assert present.start_of(present.listing([], None, "2h", "oldest", None), now) is None
+    assert present.start_of(present.listing(["retryable"], None, None, None, None), now) is None
+
+
+async def test_a_listing_that_takes_too_long_says_how_to_narrow_it(
+    app: kanthorq.App, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await arrange(app, db)
+    monkeypatch.setattr(present, "LIST_TIMEOUT", 1e-6)
+    async with client(dashboard.app(app)) as http:
+        page = await http.get("/consumers/email", params={"subject": "user.created"})
+        again = await http.get("/consumers/email")  # the pool's connections still work
+    assert page.status_code == 200
+    assert 'id="slow"' in page.text
+    assert again.status_code == 200
