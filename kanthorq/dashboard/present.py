@@ -12,7 +12,7 @@ from typing import Any
 
 from kanthorq.admin import Activity, TaskFilter
 from kanthorq.admin.filters import STATE_NAMES
-from kanthorq.admin.views import ConsumerOverview, TaskDetail, pretty_body
+from kanthorq.admin.views import TaskDetail, pretty_body
 from kanthorq.commands import timeparse
 from kanthorq.commands.task_view import HEX_LIMIT, ErrorEntry, error_entries
 from kanthorq.errors import ConfigError
@@ -111,11 +111,6 @@ def since(text: str) -> datetime | timedelta:
         return timeparse.before(text.strip())
     except argparse.ArgumentTypeError as exc:
         raise _problem(exc) from None
-
-
-def subjects(consumer: ConsumerOverview) -> str:
-    text = ", ".join(consumer.includes) or "(none)"
-    return text + (" except " + ", ".join(consumer.excludes) if consumer.excludes else "")
 
 
 # ---- a task ----------------------------------------------------------------------------

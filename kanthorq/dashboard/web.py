@@ -21,7 +21,7 @@ from starlette.templating import Jinja2Templates
 from kanthorq.admin import Admin, Changed
 from kanthorq.admin.views import ConsumerOverview
 from kanthorq.commands import formatting
-from kanthorq.commands.show import STATES
+from kanthorq.commands.show import STATES, subjects_text
 from kanthorq.commands.task_view import attempts_text, next_run
 from kanthorq.dashboard import present
 from kanthorq.dashboard.guard import COOKIE, Guard
@@ -74,7 +74,7 @@ def _environment() -> jinja2.Environment:
     env.globals.update(
         attempts_text=attempts_text,
         next_run=next_run,
-        subjects=present.subjects,
+        subjects=subjects_text,
         urlencode=urlencode,
         STATES_SHOWN=STATES,
         PAGE_SIZE=present.PAGE_SIZE,
