@@ -1,8 +1,9 @@
 """The optional extras, imported in one place: ``needs`` turns a missing package into one
 clear :class:`~kanthorq.errors.MissingExtra` that names the extra to install.
 
-The core never imports an extra: only :mod:`kanthorq.metrics` (``prometheus-client``) and
-:mod:`kanthorq.tracing` (``opentelemetry-api``) do, and only when they are imported
+The core never imports an extra: only :mod:`kanthorq.metrics` (``prometheus-client``),
+:mod:`kanthorq.tracing` (``opentelemetry-api``) and :mod:`kanthorq.dashboard` (Starlette,
+Jinja2, uvicorn) do, and only when they are imported
 themselves, so without the extras kanthorq imports and runs as before, at no cost.
 """
 
@@ -13,10 +14,16 @@ from contextlib import contextmanager
 
 from kanthorq.errors import MissingExtra
 
-# extra: (the module it imports, the package that provides it, what it is for)
+# extra: (the modules it imports, space-separated; the packages that provide them; what it
+# is for)
 EXTRAS = {
     "metrics": ("prometheus_client", "prometheus-client", "Prometheus metrics"),
     "otel": ("opentelemetry", "opentelemetry-api", "OpenTelemetry traces"),
+    "dashboard": (
+        "starlette jinja2 uvicorn python_multipart",
+        "starlette, jinja2, uvicorn or python-multipart",
+        "Dashboard pages",
+    ),
 }
 
 
@@ -24,11 +31,11 @@ EXTRAS = {
 def needs(extra: str) -> Iterator[None]:
     """Around the imports of ``extra``'s packages: a missing one raises :class:`MissingExtra`
     (an ImportError) that says what to install. Other import errors pass unchanged."""
-    module, package, feature = EXTRAS[extra]
+    modules, package, feature = EXTRAS[extra]
     try:
         yield
     except ImportError as exc:
-        if exc.name is None or exc.name.split(".")[0] != module:
+        if exc.name is None or exc.name.split(".")[0] not in modules.split():
             raise
         raise MissingExtra(
             f"{feature} need the {package} package, which is not installed: "

@@ -6,6 +6,7 @@ Reach it as ``app.admin`` on an open app. Every operation that changes rows repo
 
 from __future__ import annotations
 
+from kanthorq.admin.activity import Activity, ActivityReader, StreamRate
 from kanthorq.admin.base import ConsumerInfo, StreamInfo
 from kanthorq.admin.filters import TaskFilter, parse_state, state_name
 from kanthorq.admin.history import History
@@ -15,15 +16,17 @@ from kanthorq.admin.retention import Retention
 from kanthorq.admin.tasks import TaskOps
 
 
-class Admin(Inspection, TaskOps, History, Retention):
+class Admin(Inspection, TaskOps, History, Retention, ActivityReader):
     """The operations of one app's database; ``app.admin``."""
 
 
 __all__ = [
+    "Activity",
     "Admin",
     "Changed",
     "ConsumerInfo",
     "StreamInfo",
+    "StreamRate",
     "TaskFilter",
     "parse_state",
     "state_name",

@@ -177,13 +177,20 @@ class Inspection(AdminBase):
         *,
         limit: int = 50,
         order: str = "newest",
+        after: str | None = None,
+        timeout: float | None = None,
     ) -> list[TaskView]:
         """Up to ``limit`` tasks of ``consumer`` that ``filter`` selects, ordered by
         ``order``: ``"newest"`` event first (the default), ``"oldest"`` first, or ``"due"``
-        (the next run first). :class:`UnknownConsumer` when the consumer does not exist."""
+        (the next run first). ``after``: the next page, from the task after this event id
+        in that order (newest and oldest only). ``timeout``: seconds the query may take, else
+        :class:`TimeoutError` (a filter that few tasks match reads them all).
+        :class:`UnknownConsumer` when the consumer does not exist."""
         limit = _whole(limit, "limit", 1, MAX_LIST)
         if order not in ORDERS:
             raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+        if after is not None and (order == "due" or not isinstance(after, str) or not after):
+            raise ConfigError("after= takes an event id, with order newest or oldest")
         info = await self.consumer(consumer)
         chosen = filter or TaskFilter()
         where, params = chosen.where("t", 1)
@@ -194,11 +201,14 @@ class Inspection(AdminBase):
             # twice, and for the other orders it would then pick that index and sort.
             params.append(int(chosen.states[0]))
             where += f" AND t.state = ${len(params)}::SMALLINT"
+        if after is not None:
+            params.append(after)
+            where += f" AND t.event_id {'<' if order == 'newest' else '>'} ${len(params)}"
         statement = (
             f"{info.sql('inspect_tasks')}WHERE {where}\n"
             f"ORDER BY {ORDERS[order]}\nLIMIT ${len(params) + 1}"
         )
-        rows = await self.pool.fetch(statement, *params, limit)
+        rows = await self.pool.fetch(statement, *params, limit, timeout=timeout)
         return [_task_view(row) for row in rows]
 
     async def count_tasks(

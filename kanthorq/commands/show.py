@@ -57,7 +57,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     return run_admin(args, action)
 
 
-def _subjects(consumer: ConsumerOverview) -> str:
+def subjects_text(consumer: ConsumerOverview) -> str:
+    """A consumer's subject filters on one line: ``order.> except order.internal``."""
     text = ", ".join(consumer.includes) or "(none)"
     if consumer.excludes:
         text += " except " + ", ".join(consumer.excludes)
@@ -79,7 +80,7 @@ def _consumer_row(consumer: ConsumerOverview) -> list[str]:
     return [
         consumer.name,
         consumer.stream,
-        _subjects(consumer),
+        subjects_text(consumer),
         count(consumer.lag, "lag" in consumer.estimated),
         "-" if age is None else duration(age),
         count(consumer.past_visibility_timeout),

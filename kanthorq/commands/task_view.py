@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from kanthorq.admin import Admin
@@ -105,7 +106,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     return run_admin(args, action)
 
 
-def _next_run(task: TaskView, now: int) -> str:
+def next_run(task: TaskView, now: int) -> str:
+    """When an available or retryable task runs: ``due 3s ago``, ``in 2m``; else ``-``."""
     if task.state not in RUNNABLE:
         return "-"
     return (
@@ -125,7 +127,7 @@ def render_list(tasks: list[TaskView], attempt_max: int, now: int) -> str:
             one_line(t.subject, 40),
             t.state,
             f"{t.attempts_used}/{attempt_max}",
-            _next_run(t, now),
+            next_run(t, now),
             relative(t.updated_at, now) if t.updated_at else "-",
             one_line(t.last_error, 60),
         ]
@@ -168,26 +170,58 @@ def _fields(pairs: list[tuple[str, str]]) -> list[str]:
     return [f"{name.ljust(width)}  {value.replace(chr(10), follow)}" for name, value in pairs]
 
 
-def _errors(task: TaskDetail, now: int) -> list[str]:
-    lines = [f"errors ({len(task.errors)})"]
+@dataclass(frozen=True, slots=True)
+class ErrorEntry:
+    """One error record of a task, as the CLI and the dashboard show it: its number (from
+    1), which attempt (a KanthorQ for Go record has none), when (ms; None when unknown), the
+    message, the traceback (Go's stack), and the record's other fields."""
+
+    number: int
+    attempt: str
+    at: int | None
+    message: str | None
+    traceback: str | None
+    extra: dict[str, Any]
+
+
+_KNOWN = frozenset({"at", "attempt", "error", "traceback", "client", "raw"})
+
+
+def error_entries(task: TaskDetail) -> list[ErrorEntry]:
+    """The task's error records, in order, ready to show (not yet escaped for a terminal)."""
+    entries = []
     for number, record in enumerate(task.errors, 1):
         at = record.get("at")
-        when = moment(at, now) if isinstance(at, int) and not isinstance(at, bool) else "?"
         if record.get("client") == "go":
             attempt = "not numbered (a KanthorQ for Go record)"
         else:
             attempt = str(record.get("attempt", "?"))
-        lines.append(f"  #{number}  attempt {attempt}  at {when}")
-        known = {"at", "attempt", "error", "traceback", "client"}
         message = record.get("error", record.get("raw"))
-        if message is not None:
-            lines.append(_indent(safe_text(str(message)), "      "))
         traceback = record.get("traceback")
-        if traceback:
-            lines.append(_indent(safe_text(str(traceback).rstrip()), "      "))
-        extra = {k: v for k, v in record.items() if k not in known | {"raw"}}
-        if extra:
-            lines.append(_indent(_json_text(extra), "      "))
+        entries.append(
+            ErrorEntry(
+                number=number,
+                attempt=attempt,
+                at=at if isinstance(at, int) and not isinstance(at, bool) else None,
+                message=None if message is None else str(message),
+                traceback=str(traceback).rstrip() if traceback else None,
+                extra={k: v for k, v in record.items() if k not in _KNOWN},
+            )
+        )
+    return entries
+
+
+def _errors(task: TaskDetail, now: int) -> list[str]:
+    lines = [f"errors ({len(task.errors)})"]
+    for entry in error_entries(task):
+        when = "?" if entry.at is None else moment(entry.at, now)
+        lines.append(f"  #{entry.number}  attempt {entry.attempt}  at {when}")
+        if entry.message is not None:
+            lines.append(_indent(safe_text(entry.message), "      "))
+        if entry.traceback:
+            lines.append(_indent(safe_text(entry.traceback), "      "))
+        if entry.extra:
+            lines.append(_indent(_json_text(entry.extra), "      "))
     return lines
 
 
@@ -208,7 +242,8 @@ def _event(event: EventView | None, now: int) -> list[str]:
     return lines
 
 
-def _attempts(task: TaskDetail) -> str:
+def attempts_text(task: TaskDetail) -> str:
+    """``2 of 4``, with what a resume or the Go library changes about it."""
     if task.attempts == 0 and (task.errors or task.finalized_at):
         # it ran (it is finalized, or failed) with no attempt counted: a client that does
         # not count them ran it (the KanthorQ for Go library)
@@ -226,7 +261,7 @@ def render_task(task: TaskDetail, now: int) -> str:
         ("consumer", f"{task.consumer} (stream {task.stream})"),
         ("subject", safe_text(task.subject)),
         ("state", f"{task.state} ({task.state_code})"),
-        ("attempts", _attempts(task)),
+        ("attempts", attempts_text(task)),
         ("next run", moment(task.schedule_at, now) if runnable else "-"),
         ("attempted", moment(task.attempted_at, now)),
         ("finalized", moment(task.finalized_at, now)),
