@@ -226,18 +226,22 @@ async def test_migrate_down_and_up(dsn: str, db: asyncpg.Connection, tmp_path: P
 
     down = await cli("migrate", "down", "--yes", "--dsn", dsn, cwd=tmp_path)  # the last one
     assert down.code == 0, down
-    assert down.out == "reverted 0004_schedules\n"
+    assert down.out == "reverted 0005_faster_conversion\n"
     assert await _exists(db, stream)
     status = await cli("migrate", "status", "--dsn", dsn, cwd=tmp_path)
     assert status.code == 0
     assert status.out.split() == [
         *("0001_registry", "applied", "0002_go_contract", "applied"),
-        *("0003_limits", "applied", "0004_schedules", "pending"),
+        *("0003_limits", "applied", "0004_schedules", "applied"),
+        *("0005_faster_conversion", "pending"),
     ]
 
     down = await cli("migrate", "down", "--all", "--yes", "--dsn", dsn, cwd=tmp_path)
     assert down.code == 0
-    assert down.out == "reverted 0003_limits\nreverted 0002_go_contract\nreverted 0001_registry\n"
+    assert down.out == (
+        "reverted 0004_schedules\nreverted 0003_limits\nreverted 0002_go_contract\n"
+        "reverted 0001_registry\n"
+    )
     for table in (stream, "kanthorq_stream_registry", "kanthorq_consumer_registry"):
         assert not await _exists(db, table), table
     status = await cli("migrate", "status", "--dsn", dsn, cwd=tmp_path)
@@ -246,6 +250,7 @@ async def test_migrate_down_and_up(dsn: str, db: asyncpg.Connection, tmp_path: P
         [
             *("0001_registry", "pending", "0002_go_contract", "pending"),
             *("0003_limits", "pending", "0004_schedules", "pending"),
+            *("0005_faster_conversion", "pending"),
         ],
     )
 
@@ -253,7 +258,7 @@ async def test_migrate_down_and_up(dsn: str, db: asyncpg.Connection, tmp_path: P
     assert up.code == 0
     assert up.out == (
         "applied 0001_registry\napplied 0002_go_contract\napplied 0003_limits\n"
-        "applied 0004_schedules\n"
+        "applied 0004_schedules\napplied 0005_faster_conversion\n"
     )
     assert await _exists(db, "kanthorq_stream_registry")
     again = await cli("--dsn", dsn, "migrate", "up", cwd=tmp_path)
@@ -262,8 +267,8 @@ async def test_migrate_down_and_up(dsn: str, db: asyncpg.Connection, tmp_path: P
     everything = await cli("migrate", "down", "--all", "--yes", "--dsn", dsn, cwd=tmp_path)
     assert everything.code == 0
     assert everything.out == (
-        "reverted 0004_schedules\nreverted 0003_limits\nreverted 0002_go_contract\n"
-        "reverted 0001_registry\n"
+        "reverted 0005_faster_conversion\nreverted 0004_schedules\nreverted 0003_limits\n"
+        "reverted 0002_go_contract\nreverted 0001_registry\n"
     )
     assert not await _exists(db, "kanthorq_consumer_registry")
     nothing = await cli("migrate", "down", "--yes", "--dsn", dsn, cwd=tmp_path)
