@@ -1,5 +1,5 @@
 """The commands of the CLI but ``run``: migrate, pub, show, tasks, replay, prune, drop,
-health and completion.
+health, serve and completion.
 
 Each module registers its commands on the CLI's subparsers; :mod:`kanthorq.cli` calls
 :func:`register`.
@@ -10,7 +10,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from kanthorq.commands import completion, health, history, migrate, publish, show, tasks
+from kanthorq.commands import (
+    completion,
+    health,
+    history,
+    migrate,
+    publish,
+    serve,
+    show,
+    tasks,
+)
 
 
 def register(
@@ -23,4 +32,5 @@ def register(
     tasks.register(commands, common)
     history.register(commands, common)
     health.register(commands, common)
+    serve.register(commands, common)
     completion.register(commands, root)
