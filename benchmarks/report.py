@@ -1,5 +1,5 @@
-"""Medians with min-max, ratios within each round, the targets of issues 3 and 11, and the output:
-a Markdown table and a JSON file."""
+"""Medians with min-max, ratios within each round, the targets of issues 3, 11 and 16, and the
+output: a Markdown table and a JSON file."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ METRICS: dict[str, tuple[tuple[str, str], ...]] = {
         ("rss_end_mb", "worker RSS end MB"),
     ),
     "W7": (("tx_per_s", "tx/s while idle"), ("cpu_pct", "worker CPU % while idle")),
+    "W8": (("events_per_s", "events/s"),),
 }
 
 
@@ -172,6 +173,19 @@ RATIOS = (
         ("W2", "kanthorq", "tasks_per_s"),
         "≥ 0.8",
         at_least=0.8,
+    ),
+    Ratio(
+        "W8 single events over HTTP / in-process publish() (W5, issue 16)",
+        ("W8", "kanthorq single over HTTP", "events_per_s"),
+        ("W5", "kanthorq", "tx_per_s"),
+        "≥ 0.5",
+        at_least=0.5,
+    ),
+    Ratio(
+        "W8 batches of 500 over HTTP / in-process publish_many (W1)",
+        ("W8", "kanthorq batch 500 over HTTP", "events_per_s"),
+        ("W1", "kanthorq", "events_per_s"),
+        "(stated)",
     ),
     Ratio(
         "W2 worker peak RSS (MB, not a ratio)",
@@ -349,7 +363,7 @@ def markdown(results: Results, meta: dict[str, Any]) -> tuple[str, list[dict[str
         "",
         *extra,
         *([""] if extra else []),
-        "## Targets (issues 3 and 11)",
+        "## Targets (issues 3, 11 and 16)",
         "",
         *ratio_lines,
         "",
