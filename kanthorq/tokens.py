@@ -8,7 +8,8 @@ shows in the time an answer takes.
 
 A file of tokens (:meth:`Tokens.load`) holds one token per line: its secret, then any of
 ``name=``, ``scopes=`` and ``streams=`` (comma-separated lists), in any order. Blank lines
-and lines starting with ``#`` are skipped. A token without ``scopes=`` has every scope; one
+and lines starting with ``#`` are skipped (so a secret cannot start with ``#``, nor hold
+white space). A token without ``scopes=`` has every scope; one
 without ``streams=`` reaches every stream::
 
     # a service that publishes to orders and reads it back

@@ -26,7 +26,7 @@ from tests.conftest import stream_table, task_table
 from tests.test_cli import cli
 
 AppFactory = Callable[..., kanthorq.App]
-NO_JSON = {"run", "completion"}  # a long-running command, and a script printer
+NO_JSON = {"run", "serve", "completion"}  # long-running commands, and a script printer
 
 
 @dataclass
