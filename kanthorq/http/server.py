@@ -10,14 +10,16 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import asyncpg
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from kanthorq.errors import (
     ConfigError,
@@ -55,15 +57,67 @@ _UNREACHABLE = (
     asyncpg.InsufficientResourcesError,
 )
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+
+class Incoming:
+    """What an endpoint reads of a request: the plain ASGI scope, its headers read once
+    (lower-case names; the first of repeated ones), the query string parsed when asked."""
+
+    __slots__ = ("_query", "_receive", "headers", "path_params", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self._receive = receive
+        self.path_params: dict[str, str] = scope["path_params"]
+        self.headers: dict[str, str] = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in reversed(scope["headers"])
+        }
+        self._query: dict[str, str] | None = None
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        if self._query is None:
+            pairs = parse_qsl(self.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            self._query = dict(reversed(pairs))
+        return self._query
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            body: bytes = message.get("body", b"")
+            if body:
+                yield body
+            if not message.get("more_body", False):
+                return
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_encode(data), status, headers, _JSON)
+class Answer:
+    """A JSON answer: its status, its encoded body, and its headers."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, data: Any, status: int = 200, headers: dict[str, str] | None = None):
+        self.status = status
+        self.body = _encode(data)
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+        for name, value in (headers or {}).items():
+            self.headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+
+    async def send(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
-def error_response(error: HttpError) -> Response:
-    return json_response(error.body(), error.status, error.headers)
+json_response = Answer
+
+
+def error_response(error: HttpError) -> Answer:
+    return Answer(error.body(), error.status, error.headers)
 
 
 def unavailable(reason: str) -> HttpError:
@@ -128,7 +182,7 @@ class Api:
 
     # ---- what every request goes through -------------------------------------------
 
-    def allowed(self, request: Request, scope: str, stream: str | None) -> Token:
+    def allowed(self, request: Incoming, scope: str, stream: str | None) -> Token:
         token = self.tokens.from_header(request.headers.get("authorization"))
         if token is None:
             raise HttpError(
@@ -142,7 +196,7 @@ class Api:
             raise HttpError(403, "forbidden", f"token {token.name!r} may not {scope}{where}")
         return token
 
-    async def read_body(self, request: Request) -> bytes:
+    async def read_body(self, request: Incoming) -> bytes:
         """The request's body, refused as soon as it is over ``max_body_size``: by its
         Content-Length before any of it is read, else while it streams in."""
         limit = self.max_body_size
@@ -160,7 +214,7 @@ class Api:
 
     # ---- the endpoints ---------------------------------------------------------------
 
-    async def publish(self, request: Request) -> Response:
+    async def publish(self, request: Incoming) -> Answer:
         stream = _name(request.path_params["stream"], "stream")
         self.allowed(request, "publish", stream)
         content_type = _media_type(request)
@@ -208,7 +262,7 @@ class Api:
             {"id": event_id, "created": created}, 201 if created else 200, {"Location": location}
         )
 
-    async def publish_batch(self, request: Request) -> Response:
+    async def publish_batch(self, request: Incoming) -> Answer:
         stream = _name(request.path_params["stream"], "stream")
         self.allowed(request, "publish", stream)
         content_type = _media_type(request)
@@ -248,7 +302,7 @@ class Api:
             201 if any(created) else 200,
         )
 
-    async def get_event(self, request: Request) -> Response:
+    async def get_event(self, request: Incoming) -> Answer:
         stream = _name(request.path_params["stream"], "stream")
         self.allowed(request, "read", stream)
         event_id = request.path_params["event_id"]
@@ -265,7 +319,7 @@ class Api:
             )
         return json_response({"stream": stream, **event.as_dict()})
 
-    async def get_task(self, request: Request) -> Response:
+    async def get_task(self, request: Incoming) -> Answer:
         consumer = _name(request.path_params["consumer"], "consumer")
         event_id = request.path_params["event_id"]
         self.allowed(request, "read", None)
@@ -290,7 +344,7 @@ class Api:
         return json_response(task.as_dict())
 
     async def openapi(self, request: Request) -> Response:
-        return json_response(document(self.max_body_size, self.max_batch))
+        return Response(_encode(document(self.max_body_size, self.max_batch)), 200, None, _JSON)
 
     # ---- the app -----------------------------------------------------------------------
 
@@ -304,14 +358,21 @@ class Api:
             await self.gate.close()
 
 
-def _answering(endpoint: Endpoint) -> Endpoint:
-    async def answer(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except HttpError as error:
-            return error_response(error)
+class Endpoint:
+    """An endpoint as a plain ASGI app (Starlette routes to it as it is): the hot path
+    skips Starlette's Request and Response, about a third of the time of a publish."""
 
-    return answer
+    def __init__(self, handler: Callable[[Incoming], Awaitable[Answer]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            answer = await self.handler(Incoming(scope, receive))
+        except HttpError as error:
+            answer = error_response(error)
+        except ClientDisconnect:
+            return
+        await answer.send(send)
 
 
 def _too_large(size: int, limit: int, prefix: str = "") -> HttpError:
@@ -323,7 +384,7 @@ def _too_large(size: int, limit: int, prefix: str = "") -> HttpError:
     )
 
 
-def _media_type(request: Request) -> str:
+def _media_type(request: Incoming) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
@@ -355,20 +416,19 @@ def _publish_failed(exc: Exception, batch: bool = False) -> HttpError | None:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
-    return error_response(
-        HttpError(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
-    )
+    error = HttpError(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+    return Response(_encode(error.body()), error.status, exc.headers, _JSON)
 
 
 def build(kq_app: App, *, tokens: Tokens, max_body_size: int, max_batch: int) -> Starlette:
     api = Api(kq_app, tokens, max_body_size, max_batch)
     routes = [
-        Route("/v1/streams/{stream}/events", _answering(api.publish), methods=["POST"]),
-        Route("/v1/streams/{stream}/events:batch", _answering(api.publish_batch), methods=["POST"]),
-        Route("/v1/streams/{stream}/events/{event_id}", _answering(api.get_event), methods=["GET"]),
+        Route("/v1/streams/{stream}/events", Endpoint(api.publish), methods=["POST"]),
+        Route("/v1/streams/{stream}/events:batch", Endpoint(api.publish_batch), methods=["POST"]),
+        Route("/v1/streams/{stream}/events/{event_id}", Endpoint(api.get_event), methods=["GET"]),
         Route(
             "/v1/consumers/{consumer}/tasks/{event_id}",
-            _answering(api.get_task),
+            Endpoint(api.get_task),
             methods=["GET"],
         ),
         Route("/v1/openapi.json", api.openapi, methods=["GET"]),
