@@ -13,6 +13,10 @@ small machine it would measure the client, not the server.
   round.
 - ``batch 500 over HTTP``: ``events`` events in batches of ``batch`` (W1's 20,000 in 500s),
   one connection, one batch after another (``events:batch``). Compared with W1.
+
+Each result also has the server's CPU time per event (``server_cpu_us_per_event``, from
+``/proc``; Linux only) and the load generator's (``client_cpu_us_per_event``): on a small
+machine the three processes (PostgreSQL, server, client) share its cores.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -84,6 +89,15 @@ class Server:
         self.dsn = dsn
         self.port = _free_port()
         self.proc: asyncio.subprocess.Process | None = None
+
+    def cpu_seconds(self) -> float:
+        """The server's CPU time so far (0 where /proc is not)."""
+        assert self.proc is not None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     async def __aenter__(self) -> Server:
         env = {**os.environ, "KANTHORQ_HTTP_TOKEN": TOKEN}
@@ -171,6 +185,12 @@ async def w8_http(variant: str, cfg: Config) -> dict[str, Any]:
     async with fresh_database(cfg.server_dsn, "w8_kanthorq") as dsn:
         await system.install(dsn)
         async with Server(dsn) as server:
-            if variant == VARIANTS[0]:
-                return await _single(server.port, cfg)
-            return await _batches(server.port, cfg)
+            measure = _single if variant == VARIANTS[0] else _batches
+            server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
+            result = await measure(server.port, cfg)
+            server_cpu = server.cpu_seconds() - server_cpu
+            client_cpu = time.process_time() - client_cpu
+    per_event = 1e6 / result["events"]
+    result["server_cpu_us_per_event"] = server_cpu * per_event
+    result["client_cpu_us_per_event"] = client_cpu * per_event
+    return result

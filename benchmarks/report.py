@@ -38,7 +38,11 @@ METRICS: dict[str, tuple[tuple[str, str], ...]] = {
         ("rss_end_mb", "worker RSS end MB"),
     ),
     "W7": (("tx_per_s", "tx/s while idle"), ("cpu_pct", "worker CPU % while idle")),
-    "W8": (("events_per_s", "events/s"),),
+    "W8": (
+        ("events_per_s", "events/s"),
+        ("server_cpu_us_per_event", "server CPU µs per event"),
+        ("client_cpu_us_per_event", "load generator CPU µs per event"),
+    ),
 }
 
 
