@@ -11,7 +11,7 @@ small machine it would measure the client, not the server.
   another (``POST /v1/streams/default/events``, W5's payload) for ``publish_seconds``,
   after the same warm-up as W5. Compared with W5 (``publish()`` in-process) of the same
   round.
-- ``batch 500 over HTTP``: ``events`` events in batches of ``batch`` (W1's 20,000 in 500s),
+- ``batches over HTTP``: ``events`` events in batches of ``batch`` (W1's 20,000 in 500s),
   one connection, one batch after another (``events:batch``). Compared with W1.
 
 Each result also has the server's CPU time per event (``server_cpu_us_per_event``, from
@@ -37,7 +37,7 @@ from benchmarks.payload import SUBJECT, batches, payload
 from benchmarks.procs import ROOT
 from benchmarks.systems import load
 
-VARIANTS = ("single over HTTP", "batch 500 over HTTP")
+VARIANTS = ("single over HTTP", "batches over HTTP")
 TOKEN = "bench-token"
 STREAM = "default"  # the stream Kanthorq.install creates
 READY_TIMEOUT = 60.0

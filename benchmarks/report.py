@@ -186,8 +186,8 @@ RATIOS = (
         at_least=0.5,
     ),
     Ratio(
-        "W8 batches of 500 over HTTP / in-process publish_many (W1)",
-        ("W8", "kanthorq batch 500 over HTTP", "events_per_s"),
+        "W8 batches over HTTP (W1's, of 500) / in-process publish_many (W1)",
+        ("W8", "kanthorq batches over HTTP", "events_per_s"),
         ("W1", "kanthorq", "events_per_s"),
         "(stated)",
     ),
