@@ -598,6 +598,9 @@ async def test_an_unknown_outcome_says_so_and_a_failure_that_wrote_nothing_is_50
     async def refused(*args: Any, **kwargs: Any) -> Any:
         raise NotPublished("the event was not written: no connection or stream")
 
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
     async with client(base) as http:
         monkeypatch.setattr(kq, "publish", lost)
         monkeypatch.setattr(kq, "publish_many", lost)
@@ -605,12 +608,16 @@ async def test_an_unknown_outcome_says_so_and_a_failure_that_wrote_nothing_is_50
         unknown_batch = await http.post("/v1/streams/orders/events:batch", json=[{"subject": "a"}])
         monkeypatch.setattr(kq, "publish", refused)
         not_written = await http.post("/v1/streams/orders/events", json={"subject": "a.b"})
+        monkeypatch.setattr(kq, "publish", broken)
+        failed = await http.post("/v1/streams/orders/events", json={"subject": "a.b"})
     for answer in (unknown, unknown_batch):
         assert answer.status_code == 500
         assert error_of(answer)["code"] == "outcome_unknown"
         assert error_of(answer)["may_be_written"] is True
     assert not_written.status_code == 503
     assert "retry-after" in not_written.headers
+    assert failed.status_code == 500
+    assert error_of(failed)["code"] == "internal_error"
 
 
 # ---- many clients -----------------------------------------------------------------------------

@@ -420,6 +420,12 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return Response(_encode(error.body()), error.status, exc.headers, _JSON)
 
 
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """An error no endpoint expected (uvicorn logs it, with its traceback): still JSON."""
+    error = HttpError(500, "internal_error", f"the server failed: {type(exc).__name__}")
+    return Response(_encode(error.body()), 500, None, _JSON)
+
+
 def build(kq_app: App, *, tokens: Tokens, max_body_size: int, max_batch: int) -> Starlette:
     api = Api(kq_app, tokens, max_body_size, max_batch)
     routes = [
@@ -435,7 +441,7 @@ def build(kq_app: App, *, tokens: Tokens, max_body_size: int, max_batch: int) ->
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_exception},
+        exception_handlers={HTTPException: _http_exception, Exception: _internal_error},
         lifespan=api.lifespan,
     )
     app.state.kanthorq = api
