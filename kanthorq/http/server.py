@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qsl
 
 import asyncpg
@@ -24,9 +24,9 @@ from starlette.types import Receive, Scope, Send
 from kanthorq.errors import (
     ConfigError,
     ConnectionFailed,
+    KanthorQError,
     NotPublished,
     PublishOutcomeUnknown,
-    SchemaNotReady,
     UnknownConsumer,
     UnknownStream,
 )
@@ -152,13 +152,13 @@ class Gate:
                 raise unavailable(self._failure)
             try:
                 await asyncio.wait_for(self.kq_app.open(), OPEN_TIMEOUT)
-            except SchemaNotReady as exc:
+            except KanthorQError as exc:  # no connection, no schema, a bad DSN ...
                 self._failed(str(exc))
-            except _UNREACHABLE as exc:
+            except (*_UNREACHABLE, asyncpg.PostgresError) as exc:  # ... a refused login
                 self._failed(f"{type(exc).__name__}: {exc}")
             self.open = True
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, reason: str) -> NoReturn:
         self._failed_at, self._failure = time.monotonic(), reason
         logger.warning("the HTTP publisher cannot open the database: %s", reason)
         raise unavailable(reason)
