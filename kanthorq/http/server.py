@@ -81,16 +81,21 @@ class Incoming:
             self._query = dict(reversed(pairs))
         return self._query
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def body(self, limit: int) -> bytes:
+        """The whole body; :class:`HttpError` 413 as soon as it is over ``limit`` bytes."""
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 raise ClientDisconnect()
-            body: bytes = message.get("body", b"")
-            if body:
-                yield body
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(size, limit, "at least ")
+            chunks.append(chunk)
             if not message.get("more_body", False):
-                return
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Answer:
@@ -203,14 +208,7 @@ class Api:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise _too_large(int(length), limit)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(size, limit, "at least ")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await request.body(limit)
 
     # ---- the endpoints ---------------------------------------------------------------
 
@@ -218,13 +216,13 @@ class Api:
         stream = _name(request.path_params["stream"], "stream")
         self.allowed(request, "publish", stream)
         content_type = _media_type(request)
-        query = request.query_params
         key_header = request.headers.get("idempotency-key")
         data = await self.read_body(request)
         max_body = self.kq_app.max_body_size
         if content_type == _JSON or content_type.endswith("+json"):
             event, delay, at = inputs.one_json(data, max_body, key_header)
         else:
+            query = request.query_params
             subject = query.get("subject") or request.headers.get("kanthorq-subject")
             if subject is None:
                 raise HttpError(
