@@ -786,9 +786,13 @@ def test_serve_says_what_is_wrong_in_a_tokens_file(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("through_app", [False, True], ids=["dsn", "app"])
 async def test_kanthorq_serve_publishes_and_stops_on_sigterm(
-    dsn: str, tmp_path: Path, db: asyncpg.Connection
+    dsn: str, tmp_path: Path, db: asyncpg.Connection, through_app: bool
 ) -> None:
+    """On --dsn, or through the user's app (--app), whose settings it then uses."""
+    (tmp_path / "pubapp.py").write_text("import kanthorq\napp = kanthorq.App(max_body_size=100)\n")
+    app_args = ["--app", "pubapp:app", "--app-dir", str(tmp_path)] if through_app else []
     tokens = tmp_path / "tokens"
     tokens.write_text("# the tests' tokens\nfile-secret name=ci scopes=publish streams=cli\n")
     port = free_port()
@@ -804,6 +808,7 @@ async def test_kanthorq_serve_publishes_and_stops_on_sigterm(
         str(port),
         "--token-file",
         str(tokens),
+        *app_args,
         env=env,
         cwd=ROOT,
         stderr=asyncio.subprocess.PIPE,
@@ -822,6 +827,9 @@ async def test_kanthorq_serve_publishes_and_stops_on_sigterm(
         async with client(base, {"Authorization": "Bearer file-secret"}) as http:
             published = await http.post("/v1/streams/cli/events", json={"subject": "c.l.i"})
             elsewhere = await http.post("/v1/streams/other/events", json={"subject": "c"})
+            big = await http.post(
+                "/v1/streams/cli/events", json={"subject": "c", "body": "x" * 200}
+            )
         async with client(base, {"Authorization": "Bearer env-secret"}) as http:
             read = await http.get(f"/v1/streams/cli/events/{published.json()['id']}")
     finally:
@@ -830,5 +838,6 @@ async def test_kanthorq_serve_publishes_and_stops_on_sigterm(
     assert published.status_code == 201
     assert elsewhere.status_code == 403
     assert read.status_code == 200
+    assert big.status_code == (413 if through_app else 201)
     assert code == 0
-    assert len(await stored(db, "cli")) == 1
+    assert len(await stored(db, "cli")) == (1 if through_app else 2)
