@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Config:
     latency_count: int = 200  # W3
     latency_gap: float = 0.02
     fanout_consumers: int = 4  # W4
-    publishers: int = 16  # W5
+    publishers: int = 16  # W5, and W8's single events
     publish_seconds: float = 10.0
     backlog: int = 1_000_000  # W6
     backlog_slice: int = 20_000  # the tasks of W6 whose draining is timed

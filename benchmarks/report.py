@@ -1,5 +1,5 @@
-"""Medians with min-max, ratios within each round, the targets of issues 3 and 11, and the output:
-a Markdown table and a JSON file."""
+"""Medians with min-max, ratios within each round, the targets of issues 3, 11 and 16, and the
+output: a Markdown table and a JSON file."""
 
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ METRICS: dict[str, tuple[tuple[str, str], ...]] = {
         ("rss_end_mb", "worker RSS end MB"),
     ),
     "W7": (("tx_per_s", "tx/s while idle"), ("cpu_pct", "worker CPU % while idle")),
+    "W8": (
+        ("events_per_s", "events/s"),
+        ("server_cpu_us_per_event", "server CPU µs per event"),
+        ("client_cpu_us_per_event", "load generator CPU µs per event"),
+    ),
 }
 
 
@@ -173,6 +178,19 @@ RATIOS = (
         ("W2", "kanthorq", "tasks_per_s"),
         "≥ 0.8",
         at_least=0.8,
+    ),
+    Ratio(
+        "W8 single events over HTTP / in-process publish() (W5, issue 16)",
+        ("W8", "kanthorq single over HTTP", "events_per_s"),
+        ("W5", "kanthorq", "tx_per_s"),
+        "≥ 0.5",
+        at_least=0.5,
+    ),
+    Ratio(
+        "W8 batches over HTTP (W1's, of 500) / in-process publish_many (W1)",
+        ("W8", "kanthorq batches over HTTP", "events_per_s"),
+        ("W1", "kanthorq", "events_per_s"),
+        "(stated)",
     ),
     Ratio(
         "W2 worker peak RSS (MB, not a ratio)",
@@ -383,7 +401,7 @@ def markdown(results: Results, meta: dict[str, Any]) -> tuple[str, list[dict[str
         "",
         *extra,
         *([""] if extra else []),
-        "## Targets (issues 3, 11, 13 and 14)",
+        "## Targets (issues 3, 11, 13, 14 and 16)",
         "",
         *ratio_lines,
         "",

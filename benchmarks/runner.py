@@ -8,7 +8,7 @@ import time
 import traceback
 from typing import Any
 
-from benchmarks import backlog, idle, systems
+from benchmarks import backlog, http_publish, idle, systems
 from benchmarks.config import Config
 from benchmarks.report import Results
 from benchmarks.workloads import WORKLOADS
@@ -29,6 +29,8 @@ def series_of(workload: str, cfg: Config) -> list[str]:
         return list(backlog.VARIANTS) if "kanthorq" in cfg.systems else []
     if workload == "W7":
         return list(idle.VARIANTS) if "kanthorq" in cfg.systems else []
+    if workload == "W8":
+        return list(http_publish.VARIANTS) if "kanthorq" in cfg.systems else []
     return [name for name in cfg.systems if workload in systems.load(name).workloads]
 
 
@@ -37,11 +39,13 @@ async def measure(workload: str, series: str, cfg: Config) -> dict[str, Any]:
         return await backlog.w6_backlog(series, cfg)
     if workload == "W7":
         return await idle.w7_idle(series, cfg)
+    if workload == "W8":
+        return await http_publish.w8_http(series, cfg)
     return await WORKLOADS[workload](systems.load(series), cfg)
 
 
 def _label(workload: str, series: str) -> str:
-    return f"kanthorq {series}" if workload in ("W6", "W7") else series
+    return f"kanthorq {series}" if workload in ("W6", "W7", "W8") else series
 
 
 def _brief(result: dict[str, Any]) -> str:

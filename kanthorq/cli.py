@@ -79,7 +79,7 @@ Only `migrate` (and an app, under `run`) changes the schema: the other commands 
 database whose migrations are not all applied (exit 1), blank or not.
 Durations: 90 (seconds), 90s, 15m, 2h, 3d. Times: ISO 8601 with an offset
 (2026-11-28T10:00:00Z). --json prints the result as JSON, for scripts, on every command
-but run, dashboard and completion.
+but run, dashboard, serve and completion.
 Exit codes: 0 done (also when nothing matched); 1 failed while running (the database, the
 network, the app); 2 a wrong command: bad arguments, or it names a stream, consumer, task
 or event that does not exist (what exists is still done).

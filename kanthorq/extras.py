@@ -19,11 +19,13 @@ from kanthorq.errors import MissingExtra
 EXTRAS = {
     "metrics": ("prometheus_client", "prometheus-client", "Prometheus metrics"),
     "otel": ("opentelemetry", "opentelemetry-api", "OpenTelemetry traces"),
+    # several modules, and the packages that provide them, are separated by spaces
     "dashboard": (
         "starlette jinja2 uvicorn python_multipart",
-        "starlette, jinja2, uvicorn or python-multipart",
+        "starlette jinja2 uvicorn python-multipart",
         "Dashboard pages",
     ),
+    "http": ("starlette uvicorn", "starlette uvicorn", "HTTP endpoints"),
 }
 
 
@@ -31,12 +33,15 @@ EXTRAS = {
 def needs(extra: str) -> Iterator[None]:
     """Around the imports of ``extra``'s packages: a missing one raises :class:`MissingExtra`
     (an ImportError) that says what to install. Other import errors pass unchanged."""
-    modules, package, feature = EXTRAS[extra]
+    module, package, feature = EXTRAS[extra]
+    modules, packages = module.split(), package.split()
     try:
         yield
     except ImportError as exc:
-        if exc.name is None or exc.name.split(".")[0] not in modules.split():
+        missing = None if exc.name is None else exc.name.split(".")[0]
+        if missing not in modules:
             raise
+        package = packages[modules.index(missing)]
         raise MissingExtra(
             f"{feature} need the {package} package, which is not installed: "
             f"pip install 'kanthorq[{extra}]'"

@@ -5,14 +5,28 @@ A :class:`Token` is a secret with what it may do: which ``scopes`` (``read``, ``
 ``admin``) and, optionally, which streams. :meth:`Tokens.match` compares a presented secret
 with every known one in constant time, so neither a near miss nor the number of tokens
 shows in the time an answer takes.
+
+A file of tokens (:meth:`Tokens.load`) holds one token per line: its secret, then any of
+``name=``, ``scopes=`` and ``streams=`` (comma-separated lists), in any order. Blank lines
+and lines starting with ``#`` are skipped (so a secret cannot start with ``#``, nor hold
+white space). A token without ``scopes=`` has every scope; one
+without ``streams=`` reaches every stream::
+
+    # a service that publishes to orders and reads it back
+    3f6c9e...  name=orders-svc  scopes=publish,read  streams=orders
+    # a dashboard reader, every stream
+    9a1b77...  name=grafana  scopes=read
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+
+from kanthorq.ids import validate_name
 
 SCOPES = frozenset({"read", "publish", "admin"})
 
@@ -67,6 +81,33 @@ class Tokens:
         """Full-power tokens from plain secrets; None and empty ones are skipped."""
         return cls(Token(s, name=f"token {i + 1}") for i, s in enumerate(secrets) if s)
 
+    def __iter__(self) -> Iterator[Token]:
+        return iter(token for _, token in self._known)
+
+    @classmethod
+    def parse(cls, text: str, source: str = "tokens") -> Tokens:
+        """The tokens of ``text`` in the format of a tokens file (see the module's doc); a
+        line that is not valid is a ValueError naming ``source`` and the line's number."""
+        found: list[Token] = []
+        for number, line in enumerate(text.splitlines(), 1):
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            try:
+                found.append(_token_of(words, f"line {number}"))
+            except ValueError as exc:
+                raise ValueError(f"{source}, line {number}: {exc}") from None
+        secrets = [t.secret for t in found]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError(f"{source}: two lines have the same secret")
+        return cls(found)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokens:
+        """The tokens of the file at ``path`` (see the module's doc for its format)."""
+        file = Path(path)
+        return cls.parse(file.read_text(encoding="utf-8"), str(file))
+
     def match(self, presented: str | None) -> Token | None:
         """The token whose secret is ``presented``, or None. Every known token is compared,
         each in constant time."""
@@ -82,6 +123,42 @@ class Tokens:
     def from_header(self, authorization: str | None) -> Token | None:
         """The token of an ``Authorization: Bearer <secret>`` header, or None."""
         return self.match(bearer(authorization))
+
+
+_FIELDS = ("name", "scopes", "streams")
+
+
+def _token_of(words: list[str], default_name: str) -> Token:
+    secret, *rest = words
+    if "=" in secret and secret.split("=", 1)[0] in _FIELDS:
+        raise ValueError("a line starts with the secret, then name=, scopes=, streams=")
+    fields: dict[str, str] = {}
+    for word in rest:
+        key, sep, value = word.partition("=")
+        if not sep or key not in _FIELDS:
+            raise ValueError(f"unknown field {word!r}: the fields are name=, scopes=, streams=")
+        if key in fields:
+            raise ValueError(f"{key}= is given twice")
+        fields[key] = value
+    scopes = _list(fields, "scopes")
+    streams = _list(fields, "streams")
+    for stream in streams or ():
+        validate_name(stream, "stream")  # an InvalidName is a ValueError
+    return Token(
+        secret,
+        name=fields.get("name") or default_name,
+        scopes=SCOPES if scopes is None else scopes,
+        streams=streams,
+    )
+
+
+def _list(fields: dict[str, str], key: str) -> frozenset[str] | None:
+    if key not in fields:
+        return None
+    items = frozenset(item for item in fields[key].split(",") if item)
+    if not items:
+        raise ValueError(f"{key}= is empty")
+    return items
 
 
 def bearer(authorization: str | None) -> str | None:

@@ -74,3 +74,33 @@ async def test_w2_with_two_worker_processes(server_dsn: str, tmp_path: Path) -> 
     [ratio] = [r for r in report["ratios"] if "kanthorq-x2 / kanthorq" in r["ratio"]]
     assert ratio["median"] > 0
     assert "kanthorq-x2" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_w8_publishes_over_http_beside_w5(server_dsn: str, tmp_path: Path) -> None:
+    """W8: ``kanthorq serve`` in a process of its own, single events and batches over HTTP,
+    and its ratio to W5 of the same round."""
+    out = tmp_path / "bench.json"
+    args = cli.parser().parse_args(
+        [
+            "--quick",
+            "--rounds=1",
+            "--only=W5,W8",
+            "--systems=kanthorq",
+            "--publish-seconds=1",
+            f"--dsn={server_dsn}",
+            f"--out={out}",
+        ]
+    )
+    assert await cli.run(args) == 0
+    report = json.loads(out.read_text())
+    assert report["meta"]["failures"] == []
+    results = report["results"]["W8"]
+    (single,) = results["kanthorq single over HTTP"]
+    (batch,) = results["kanthorq batches over HTTP"]
+    assert single["events_per_s"] > 0
+    assert batch["events"] == 2_000
+    [ratio] = [r for r in report["ratios"] if r["ratio"].startswith("W8 single")]
+    assert ratio["median"] > 0
+    assert "single over HTTP" in out.with_suffix(".md").read_text()

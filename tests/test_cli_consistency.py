@@ -26,7 +26,7 @@ from tests.conftest import stream_table, task_table
 from tests.test_cli import cli
 
 AppFactory = Callable[..., kanthorq.App]
-NO_JSON = {"run", "dashboard", "completion"}  # two long-running commands, a script printer
+NO_JSON = {"run", "dashboard", "serve", "completion"}  # long-running commands, a script printer
 
 
 @dataclass

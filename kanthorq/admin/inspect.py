@@ -20,7 +20,7 @@ from kanthorq.admin.views import (
 from kanthorq.entities import ATTEMPT_BASE_KEY
 from kanthorq.errors import ConfigError, UnknownStream
 from kanthorq.ids import validate_name
-from kanthorq.sqlfiles import load, task_names
+from kanthorq.sqlfiles import load, render, task_names
 
 EXACT_LIMIT = 10_000
 MAX_LIST = 10_000
@@ -132,7 +132,7 @@ def _task_detail(info: ConsumerInfo, row: asyncpg.Record) -> TaskDetail:
 
 
 class Inspection(AdminBase):
-    """``show``, ``list_tasks``, ``count_tasks`` and ``get_task``."""
+    """``show``, ``list_tasks``, ``count_tasks``, ``get_task`` and ``get_event``."""
 
     async def show(self, stream: str | None = None, *, exact_limit: int = EXACT_LIMIT) -> Overview:
         """Every stream and consumer (of ``stream`` only, when given), read in one snapshot.
@@ -237,3 +237,25 @@ class Inspection(AdminBase):
         info = await self.consumer(consumer)
         row = await self.pool.fetchrow(info.sql("inspect_task"), event_id)
         return None if row is None else _task_detail(info, row)
+
+    async def get_event(self, stream: str, event_id: str) -> EventView | None:
+        """The event ``event_id`` of ``stream``; None when the stream has no such event
+        (deleted by retention, say). :class:`UnknownStream` when the stream does not exist."""
+        validate_name(stream, "stream")
+        if not isinstance(event_id, str) or not event_id:
+            raise ConfigError(f"not an event id: {event_id!r}")
+        found = await self.pool.fetchrow(load("stream_get"), stream)
+        if found is None:
+            raise UnknownStream(f"no stream named {stream!r}")
+        if not found["present"]:  # its table was dropped: it holds no event
+            return None
+        row = await self.pool.fetchrow(render("inspect_event", stream_id=found["id"]), event_id)
+        if row is None:
+            return None
+        return EventView(
+            id=row["id"],
+            subject=row["subject"],
+            created_at=row["created_at"],
+            metadata=_decoded(row["metadata"]),
+            body=row["body"] or b"",
+        )

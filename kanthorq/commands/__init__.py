@@ -1,5 +1,5 @@
 """The commands of the CLI but ``run``: migrate, pub, show, tasks, replay, prune, drop,
-health, dashboard and completion.
+health, dashboard, serve and completion.
 
 Each module registers its commands on the CLI's subparsers; :mod:`kanthorq.cli` calls
 :func:`register`.
@@ -17,6 +17,7 @@ from kanthorq.commands import (
     history,
     migrate,
     publish,
+    serve,
     show,
     tasks,
 )
@@ -33,4 +34,5 @@ def register(
     history.register(commands, common)
     health.register(commands, common)
     dashboard.register(commands, common)
+    serve.register(commands, common)
     completion.register(commands, root)
