@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kanthorq.ids import validate_name
@@ -35,7 +35,7 @@ SCOPES = frozenset({"read", "publish", "admin"})
 class Token:
     """A secret and what it may do. ``streams`` is None for every stream."""
 
-    secret: str
+    secret: str = field(repr=False)  # never in a log line
     name: str = "token"
     scopes: frozenset[str] = SCOPES
     streams: frozenset[str] | None = None

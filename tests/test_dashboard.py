@@ -19,12 +19,14 @@ import kanthorq
 from kanthorq import dashboard
 from kanthorq.cli import main
 from kanthorq.dashboard import present
-from kanthorq.dashboard.guard import COOKIE
+from kanthorq.dashboard.guard import COOKIE, Guard
 from kanthorq.ids import event_id_at
 from kanthorq.sqlfiles import load
+from kanthorq.tokens import Token
 from tests.dashboard_data import arrange, states
 
 TOKEN = "s3cret-dashboard-token"
+SESSION = Guard.session(Token(TOKEN))  # the cookie that signing in with TOKEN sets
 AppFactory = Callable[..., kanthorq.App]
 
 
@@ -198,6 +200,7 @@ async def test_with_a_token_every_request_needs_it_and_actions_need_csrf(
         assert signed.status_code == 303
         assert signed.headers["location"] == "/consumers/email"
         cookie = signed.cookies[COOKIE]
+        assert TOKEN not in signed.headers["set-cookie"]  # derived from it, not the secret
         assert "httponly" in signed.headers["set-cookie"].lower()
         assert "samesite=strict" in signed.headers["set-cookie"].lower()
     async with client(web, cookie) as http:
@@ -224,7 +227,7 @@ async def test_actions_on_a_selection_and_a_filter_say_what_changed_and_what_was
 ) -> None:
     arranged = await arrange(app, db)
     ids = arranged.ids
-    async with client(dashboard.app(app, token=TOKEN), TOKEN) as http:
+    async with client(dashboard.app(app, token=TOKEN), SESSION) as http:
         csrf = csrf_of((await http.get("/consumers/email")).text)
         chosen = [ids["wait1"], ids["wait2"], ids["ok1"]]
         cancel = await http.post(
@@ -274,7 +277,7 @@ async def test_replay_and_drops_behind_typed_confirmation(
     app: kanthorq.App, db: asyncpg.Connection
 ) -> None:
     await arrange(app, db)
-    async with client(dashboard.app(app, token=TOKEN), TOKEN) as http:
+    async with client(dashboard.app(app, token=TOKEN), SESSION) as http:
         csrf = csrf_of((await http.get("/consumers/email")).text)
         replay = await http.post("/consumers/email/replay", data={"since": "1h", "csrf": csrf})
         assert replay.status_code == 200
@@ -307,7 +310,7 @@ async def test_mounted_under_a_prefix_its_links_keep_the_prefix(
         assert login.headers["location"].startswith("http://dash/ops/queue/login?next=")
         signed = await http.post("/ops/queue/login", data={"token": TOKEN})
         assert "path=/ops/queue/" in signed.headers["set-cookie"].lower()
-        http.cookies.set(COOKIE, TOKEN)
+        http.cookies.set(COOKIE, signed.cookies[COOKIE])
         page = await http.get("/ops/queue/")
     assert page.status_code == 200
     assert 'href="http://dash/ops/queue/consumers/email"' in page.text

@@ -841,3 +841,55 @@ async def test_kanthorq_serve_publishes_and_stops_on_sigterm(
     assert big.status_code == (413 if through_app else 201)
     assert code == 0
     assert len(await stored(db, "cli")) == (1 if through_app else 2)
+
+
+@pytest.mark.timeout(60)
+async def test_kanthorq_serve_dashboard_shares_the_process_and_the_tokens(
+    dsn: str, tmp_path: Path
+) -> None:
+    """serve --dashboard: the dashboard under /dashboard/, behind the publisher's tokens; a
+    token without the admin scope sees it and cannot act."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("ops-secret name=ops\npub-secret name=pub scopes=publish,read\n")
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kanthorq",
+        "serve",
+        "--dsn",
+        dsn,
+        "--port",
+        str(port),
+        "--token-file",
+        str(tokens),
+        "--dashboard",
+        cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        async def up() -> bool:
+            try:
+                async with httpx.AsyncClient() as probe:
+                    return (await probe.get(f"{base}/v1/openapi.json")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(up, timeout=30, interval=0.1)
+        async with client(base, {"Authorization": "Bearer pub-secret"}) as http:
+            published = await http.post("/v1/streams/shared/events", json={"subject": "s.hared"})
+            page = await http.get("/dashboard/")
+            act = await http.post("/dashboard/streams/shared/drop", data={"confirm": "shared"})
+        async with client(base, {}) as anonymous:
+            refused = await anonymous.get("/dashboard/", follow_redirects=False)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 20)
+    assert published.status_code == 201
+    assert page.status_code == 200
+    assert "shared" in page.text  # the stream the publisher just created
+    assert act.status_code == 403  # no admin scope
+    assert refused.status_code in (303, 401)
+    assert code == 0

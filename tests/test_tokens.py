@@ -79,3 +79,9 @@ def test_a_bad_tokens_file_names_the_line(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         Tokens.load(path)
+
+
+def test_a_token_never_shows_its_secret():
+    token = Token("hunter2-secret", name="ci")
+    assert "hunter2" not in repr(token)
+    assert "hunter2" not in repr(Tokens([token]).match("hunter2-secret"))

@@ -80,6 +80,12 @@ def register(commands: Any, common: list[argparse.ArgumentParser]) -> None:
         help="the most events in a batch (default: 1000)",
     )
     serve.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="also serve the dashboard under /dashboard/, with the same tokens (its actions "
+        "need the admin scope; needs pip install 'kanthorq[dashboard]')",
+    )
+    serve.add_argument(
         "--access-log", action="store_true", help="log every request (uvicorn's access log)"
     )
     serve.set_defaults(handler=cmd_serve, default_log_level="INFO")
@@ -138,6 +144,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None
     }
     asgi = http.app(app, tokens=tokens, **limits)
+    if args.dashboard:
+        with needs("dashboard"):
+            from starlette.routing import Mount
+
+            from kanthorq import dashboard
+        # one process, one set of tokens; the HTTP app's lifespan opens the app both use
+        asgi.router.routes.append(Mount("/dashboard", app=dashboard.app(app, tokens=tokens)))
     config = uvicorn.Config(
         asgi,
         host=args.host,
@@ -147,7 +160,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="on",
     )
     logger.info(
-        "publishing over HTTP on http://%s:%d with %d token(s)", args.host, args.port, len(tokens)
+        "publishing over HTTP on http://%s:%d with %d token(s)%s",
+        args.host,
+        args.port,
+        len(tokens),
+        f"; the dashboard on http://{args.host}:{args.port}/dashboard/" if args.dashboard else "",
     )
     # uvicorn stops gracefully on SIGINT or SIGTERM, then raises the signal again for the
     # handler it found: this one ignores it, so the command exits 0 as `kanthorq run` does

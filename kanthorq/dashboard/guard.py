@@ -15,6 +15,7 @@ from kanthorq.tokens import Token, Tokens
 
 COOKIE = "kanthorq_dashboard"
 _CSRF_CONTEXT = b"kanthorq dashboard csrf"
+_SESSION_CONTEXT = b"kanthorq dashboard session"
 
 
 class Guard:
@@ -30,7 +31,23 @@ class Guard:
 
     def token(self, authorization: str | None, cookie: str | None) -> Token | None:
         """The token a request presents, by its header or its cookie; None when none."""
-        return self.tokens.from_header(authorization) or self.tokens.match(cookie)
+        return self.tokens.from_header(authorization) or self._by_session(cookie)
+
+    @staticmethod
+    def session(token: Token) -> str:
+        """The session cookie's value for ``token``: derived from its secret, so a cookie
+        that leaks (a browser profile, a proxy's log) does not give the token away."""
+        return hmac.new(token.secret.encode(), _SESSION_CONTEXT, hashlib.sha256).hexdigest()
+
+    def _by_session(self, cookie: str | None) -> Token | None:
+        if not cookie:
+            return None
+        presented = cookie.encode()
+        found: Token | None = None
+        for token in self.tokens:  # every one compared, each in constant time
+            if hmac.compare_digest(self.session(token).encode(), presented):
+                found = token
+        return found
 
     @staticmethod
     def csrf(token: Token) -> str:

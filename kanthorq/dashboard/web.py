@@ -132,8 +132,14 @@ class Dashboard:
                     "KANTHORQ_DASHBOARD_TOKEN) to change anything",
                 )
             token = self._token(request)
-            if token is None or not token.allows("admin"):
+            if token is None:
                 return self._refusal(request, 401, "this needs the dashboard's token")
+            if not token.allows("admin"):
+                return self._refusal(
+                    request,
+                    403,
+                    f"the token {token.name!r} lacks the admin scope that actions need",
+                )
             form = await request.form()
             csrf = form.get("csrf")
             if not self.guard.csrf_matches(token, csrf if isinstance(csrf, str) else None):
@@ -181,7 +187,7 @@ class Dashboard:
         response = RedirectResponse(target or str(request.url_for("overview")), status_code=303)
         response.set_cookie(
             COOKIE,
-            token.secret,
+            self.guard.session(token),
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
