@@ -157,6 +157,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_config=None,  # kanthorq's logging, configured by the CLI
         access_log=args.access_log,
+        # nothing here reads the client's address: X-Forwarded-* need not be parsed
+        proxy_headers=False,
         lifespan="on",
     )
     logger.info(
