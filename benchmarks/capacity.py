@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from benchmarks.config import Config
 from benchmarks.db import fresh_database, resolve_server
 from benchmarks.drain import timed_drain
@@ -50,6 +52,15 @@ def _postgres_cpu() -> dict[int, float]:
                 times = proc.cpu_times()
                 out[proc.pid] = times.user + times.system
     return out
+
+
+async def _wal_lsn(dsn: str) -> int:
+    """The server's WAL position in bytes (cluster-wide: run on a quiet server)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+    finally:
+        await conn.close()
 
 
 class ServerCpu:
@@ -88,6 +99,7 @@ class HotPath:
     server_cpu_s: float
     client_cpu_s: float
     client: str
+    wal_bytes: int = 0
 
     def per_unit_us(self, cpu: float) -> float:
         return 1e6 * cpu / self.units
@@ -104,6 +116,7 @@ class HotPath:
             "client_cpu_s": round(self.client_cpu_s, 3),
             "client_us_per_unit": round(self.per_unit_us(self.client_cpu_s), 1),
             "client": self.client,
+            "wal_bytes_per_unit": round(self.wal_bytes / self.units),
         }
 
 
@@ -115,15 +128,18 @@ async def _batches(cfg: Config) -> HotPath:
             prepared = [pub.prepare(b) for b in batches(cfg.events, cfg.batch)]
             await pub.many(pub.prepare(batches(cfg.batch, cfg.batch)[0]))  # warm up
             server = ServerCpu()
+            wal = await _wal_lsn(dsn)
             server.start()
             cpu, wall = time.process_time(), time.perf_counter()
             for item in prepared:
                 await pub.many(item)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             pg = await server.stop()
+            wal = await _wal_lsn(dsn) - wal
         finally:
             await pub.close()
-    return HotPath("publish in batches of 500", "event", cfg.events, wall, pg, cpu, "publisher")
+    name = "publish in batches of 500"
+    return HotPath(name, "event", cfg.events, wall, pg, cpu, "publisher", wal)
 
 
 async def _singles(cfg: Config) -> HotPath:
@@ -142,16 +158,18 @@ async def _singles(cfg: Config) -> HotPath:
             for _ in range(2):
                 await asyncio.gather(*(pub.one(payload(i)) for i in range(cfg.publishers)))
             server = ServerCpu()
+            wal = await _wal_lsn(dsn)
             server.start()
             cpu, wall = time.process_time(), time.perf_counter()
             until = wall + cfg.publish_seconds
             await asyncio.gather(*(loop(i, until) for i in range(cfg.publishers)))
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             pg = await server.stop()
+            wal = await _wal_lsn(dsn) - wal
         finally:
             await pub.close()
     name = f"single publishes, {cfg.publishers} concurrent callers"
-    return HotPath(name, "event", sent, wall, pg, cpu, "publisher")
+    return HotPath(name, "event", sent, wall, pg, cpu, "publisher", wal)
 
 
 async def _drain(cfg: Config) -> HotPath:
@@ -160,14 +178,16 @@ async def _drain(cfg: Config) -> HotPath:
         await publish_all(SYSTEM, dsn, batches(cfg.events, cfg.batch))
         opts = WorkerOptions(dsn, "drain", cfg.concurrency, 1)
         server = ServerCpu()
+        wal = await _wal_lsn(dsn)
         server.start()
         result = await timed_drain(SYSTEM.name, opts, counter(SYSTEM, cfg.events), cfg.events, cfg)
         pg = await server.stop()
+        wal = await _wal_lsn(dsn) - wal
     seconds = float(result["seconds"])
     cpu = float(result["worker_cpu_pct"]) * seconds / 100
     # the server's figure spans the worker's start and stop too: a little more than the drain
     name = f"drain by one worker process, concurrency {cfg.concurrency}"
-    return HotPath(name, "task", cfg.events, seconds, pg, cpu, "worker")
+    return HotPath(name, "task", cfg.events, seconds, pg, cpu, "worker", wal)
 
 
 def report(paths: list[HotPath], meta: str) -> str:
@@ -176,22 +196,25 @@ def report(paths: list[HotPath], meta: str) -> str:
         "",
         meta,
         "",
-        "| path | units | units/s here | server CPU µs per unit | client CPU µs per unit |"
+        "| path | units | units/s here | server CPU µs per unit | client CPU µs per unit "
+        "| WAL bytes per unit |"
         + "".join(f" server-bound ceiling, {c} cores (units/s) |" for c in CORES),
-        "| --- | --- | --- | --- | --- |" + " --- |" * len(CORES),
+        "| --- | --- | --- | --- | --- | --- |" + " --- |" * len(CORES),
     ]
     for p in paths:
         r = p.row()
         ceilings = "".join(f" {c * 1e6 / max(r['server_us_per_unit'], 0.1):,.0f} |" for c in CORES)
         lines.append(
             f"| {p.name} | {p.units:,} {p.unit}s | {r['units_per_s']:,} | "
-            f"{r['server_us_per_unit']} | {r['client_us_per_unit']} ({p.client}) |{ceilings}"
+            f"{r['server_us_per_unit']} | {r['client_us_per_unit']} ({p.client}) | "
+            f"{r['wal_bytes_per_unit']:,} |{ceilings}"
         )
     lines += [
         "",
         "A ceiling is the rate at which the server's processes would use C cores in full at "
         "the CPU per unit measured here; it ignores the disk (WAL flushes), locks and the "
-        "clients. See docs/scaling.md for the reasoning around it.",
+        "clients. WAL bytes are the server's whole WAL over the run (run it on a quiet server). "
+        "See docs/scaling.md for the reasoning around it.",
         "",
     ]
     return "\n".join(lines)
