@@ -785,6 +785,36 @@ def test_serve_says_what_is_wrong_in_a_tokens_file(
     assert main(["serve", "--token-file", str(tmp_path / "missing")]) == 2
 
 
+async def serve_cli(
+    dsn: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
+    """``kanthorq serve --dsn DSN ARGS`` in a process of its own, once it answers; its URL."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "kanthorq", "serve", "--dsn", dsn, "--port", str(port)),
+        *args,
+        env=env,
+        cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    async def up() -> bool:
+        try:
+            async with httpx.AsyncClient() as probe:
+                return (await probe.get(f"{base}/v1/openapi.json")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        await wait_until(up, timeout=30, interval=0.1)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc, base
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("through_app", [False, True], ids=["dsn", "app"])
 async def test_kanthorq_serve_publishes_and_stops_on_sigterm(
@@ -795,35 +825,9 @@ async def test_kanthorq_serve_publishes_and_stops_on_sigterm(
     app_args = ["--app", "pubapp:app", "--app-dir", str(tmp_path)] if through_app else []
     tokens = tmp_path / "tokens"
     tokens.write_text("# the tests' tokens\nfile-secret name=ci scopes=publish streams=cli\n")
-    port = free_port()
     env = {**os.environ, "KANTHORQ_HTTP_TOKEN": "env-secret"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kanthorq",
-        "serve",
-        "--dsn",
-        dsn,
-        "--port",
-        str(port),
-        "--token-file",
-        str(tokens),
-        *app_args,
-        env=env,
-        cwd=ROOT,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc, base = await serve_cli(dsn, "--token-file", str(tokens), *app_args, env=env)
     try:
-        base = f"http://127.0.0.1:{port}"
-
-        async def up() -> bool:
-            try:
-                async with httpx.AsyncClient() as probe:
-                    return (await probe.get(f"{base}/v1/openapi.json")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_until(up, timeout=30, interval=0.1)
         async with client(base, {"Authorization": "Bearer file-secret"}) as http:
             published = await http.post("/v1/streams/cli/events", json={"subject": "c.l.i"})
             elsewhere = await http.post("/v1/streams/other/events", json={"subject": "c"})
@@ -851,33 +855,8 @@ async def test_kanthorq_serve_dashboard_shares_the_process_and_the_tokens(
     token without the admin scope sees it and cannot act."""
     tokens = tmp_path / "tokens"
     tokens.write_text("ops-secret name=ops\npub-secret name=pub scopes=publish,read\n")
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kanthorq",
-        "serve",
-        "--dsn",
-        dsn,
-        "--port",
-        str(port),
-        "--token-file",
-        str(tokens),
-        "--dashboard",
-        cwd=ROOT,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc, base = await serve_cli(dsn, "--token-file", str(tokens), "--dashboard")
     try:
-        base = f"http://127.0.0.1:{port}"
-
-        async def up() -> bool:
-            try:
-                async with httpx.AsyncClient() as probe:
-                    return (await probe.get(f"{base}/v1/openapi.json")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_until(up, timeout=30, interval=0.1)
         async with client(base, {"Authorization": "Bearer pub-secret"}) as http:
             published = await http.post("/v1/streams/shared/events", json={"subject": "s.hared"})
             page = await http.get("/dashboard/")
