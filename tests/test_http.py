@@ -589,11 +589,19 @@ async def test_a_database_that_is_down_answers_503_with_retry_after() -> None:
 
 class Proxy:
     """A TCP proxy to PostgreSQL that the test can cut: it closes its listener and every
-    connection, as a database that goes away does, and can listen again on the same port."""
+    connection, as a database that goes away does, and can listen again on the same port.
+    The server is reached as ``dsn`` says: over TCP, or on its Unix socket (the embedded
+    server's ``?host=/dir``)."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
+    def __init__(self, dsn: str) -> None:
+        url = httpx.URL(dsn)
         self.port = free_port()
+        self.database = url.path
+        self.user = url.username or "postgres"
+        socket_dir = url.params.get("host", "")
+        port = url.port or 5432
+        self.unix = f"{socket_dir}/.s.PGSQL.{port}" if socket_dir.startswith("/") else None
+        self.target = (url.host or "127.0.0.1", port)
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
 
@@ -601,7 +609,10 @@ class Proxy:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        if self.unix is not None:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.unix)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
         self.writers |= {writer, up_writer}
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -623,10 +634,9 @@ class Proxy:
 
 
 async def test_a_database_that_goes_away_answers_503_and_comes_back(dsn: str) -> None:
-    url = httpx.URL(dsn)
-    proxy = Proxy((url.host, url.port or 5432))
+    proxy = Proxy(dsn)
     await proxy.start()
-    kq = kanthorq.App(str(url.copy_with(port=proxy.port)))
+    kq = kanthorq.App(f"postgresql://{proxy.user}@127.0.0.1:{proxy.port}{proxy.database}")
     try:
         async with serving(kq) as base, client(base) as http:
             before = await http.post("/v1/streams/away/events", json={"subject": "a.b"})
