@@ -34,24 +34,13 @@ from benchmarks.config import Config
 from benchmarks.db import fresh_database, resolve_server
 from benchmarks.drain import timed_drain
 from benchmarks.payload import batches, payload
+from benchmarks.profiling import postgres_cpu
 from benchmarks.systems.base import WorkerOptions
 from benchmarks.systems.kanthorq_sys import SYSTEM
 from benchmarks.workloads import counter, publish_all
 
 SAMPLE_EVERY = 0.05
 CORES = (2, 8, 32)
-
-
-def _postgres_cpu() -> dict[int, float]:
-    import psutil  # type: ignore[import-untyped,unused-ignore]
-
-    out: dict[int, float] = {}
-    for proc in psutil.process_iter(["name"]):
-        if (proc.info.get("name") or "").startswith("postgres"):
-            with contextlib.suppress(Exception):
-                times = proc.cpu_times()
-                out[proc.pid] = times.user + times.system
-    return out
 
 
 async def _wal_lsn(dsn: str) -> int:
@@ -73,17 +62,17 @@ class ServerCpu:
 
     async def _sample(self) -> None:
         while True:
-            self._last.update(_postgres_cpu())
+            self._last.update(postgres_cpu())
             await asyncio.sleep(SAMPLE_EVERY)
 
     def start(self) -> None:
-        self._base = _postgres_cpu()
+        self._base = postgres_cpu()
         self._last = dict(self._base)
         self._task = asyncio.get_running_loop().create_task(self._sample())
 
     async def stop(self) -> float:
         assert self._task is not None
-        self._last.update(_postgres_cpu())
+        self._last.update(postgres_cpu())
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task

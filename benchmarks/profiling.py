@@ -35,19 +35,25 @@ from benchmarks.workloads import counter, publish_all
 IDLE_LEAVES = ("select (selectors.py", "_run_once (asyncio/base_events.py", "poll (")
 
 
-def server_cpu() -> float:
-    """CPU seconds of every PostgreSQL process on this machine (other users' too)."""
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds of each PostgreSQL process on this machine (other users' too), by pid;
+    empty without psutil."""
     try:
         import psutil  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
-        return 0.0
-    total = 0.0
+        return {}
+    out: dict[int, float] = {}
     for proc in psutil.process_iter(["name"]):
         if (proc.info.get("name") or "").startswith("postgres"):
             with contextlib.suppress(Exception):
                 times = proc.cpu_times()
-                total += times.user + times.system
-    return total
+                out[proc.pid] = times.user + times.system
+    return out
+
+
+def server_cpu() -> float:
+    """CPU seconds of every PostgreSQL process on this machine (other users' too)."""
+    return sum(postgres_cpu().values())
 
 
 async def _w1_pass(dsn: str, cfg: Config, profiler: cProfile.Profile | None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +60,15 @@ class Token:
 def _digest(secret: str) -> bytes:
     # equal-length inputs for compare_digest, whatever the secrets' lengths
     return hashlib.sha256(secret.encode()).digest()
+
+
+def _pick(known: Iterable[tuple[bytes, Token]], presented: bytes) -> Token | None:
+    """The token whose value is ``presented``: every one compared, each in constant time."""
+    found: Token | None = None
+    for value, token in known:
+        if hmac.compare_digest(value, presented):
+            found = token
+    return found
 
 
 class Tokens:
@@ -113,12 +122,14 @@ class Tokens:
         each in constant time."""
         if not presented:
             return None
-        digest = _digest(presented)
-        found: Token | None = None
-        for known, token in self._known:
-            if hmac.compare_digest(known, digest):
-                found = token
-        return found
+        return _pick(self._known, _digest(presented))
+
+    def match_derived(self, presented: str | None, derive: Callable[[Token], str]) -> Token | None:
+        """The token for which ``derive`` (a value made from its secret, such as a session
+        cookie's) gives ``presented``, or None; compared as :meth:`match` compares."""
+        if not presented:
+            return None
+        return _pick(((derive(t).encode(), t) for t in self), presented.encode())
 
     def from_header(self, authorization: str | None) -> Token | None:
         """The token of an ``Authorization: Bearer <secret>`` header, or None."""

@@ -31,29 +31,25 @@ class Guard:
 
     def token(self, authorization: str | None, cookie: str | None) -> Token | None:
         """The token a request presents, by its header or its cookie; None when none."""
-        return self.tokens.from_header(authorization) or self._by_session(cookie)
+        return self.tokens.from_header(authorization) or self.tokens.match_derived(
+            cookie, self.session
+        )
 
     @staticmethod
     def session(token: Token) -> str:
         """The session cookie's value for ``token``: derived from its secret, so a cookie
         that leaks (a browser profile, a proxy's log) does not give the token away."""
-        return hmac.new(token.secret.encode(), _SESSION_CONTEXT, hashlib.sha256).hexdigest()
-
-    def _by_session(self, cookie: str | None) -> Token | None:
-        if not cookie:
-            return None
-        presented = cookie.encode()
-        found: Token | None = None
-        for token in self.tokens:  # every one compared, each in constant time
-            if hmac.compare_digest(self.session(token).encode(), presented):
-                found = token
-        return found
+        return _derived(token, _SESSION_CONTEXT)
 
     @staticmethod
     def csrf(token: Token) -> str:
         """The CSRF token of ``token``'s forms: derived from its secret, never the secret."""
-        return hmac.new(token.secret.encode(), _CSRF_CONTEXT, hashlib.sha256).hexdigest()
+        return _derived(token, _CSRF_CONTEXT)
 
     def csrf_matches(self, token: Token, presented: str | None) -> bool:
         expected = self.csrf(token).encode()
         return hmac.compare_digest(expected, (presented or "").encode())
+
+
+def _derived(token: Token, context: bytes) -> str:
+    return hmac.new(token.secret.encode(), context, hashlib.sha256).hexdigest()
